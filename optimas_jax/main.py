@@ -1,0 +1,38 @@
+"""Entry point: `python -m optimas_jax.main --config=experiments/X.py --workdir=DIR`.
+
+Intentionally short: parse flags, log the devices, hand the config to the
+job it names. Override any field from the command line, e.g.
+`--config.seed=3`.
+"""
+
+import importlib
+import pathlib
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from optimas_jax import jobs
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where metrics, configs and checkpoints go.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  jobs.validate(config)
+  logging.info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(),
+               jax.process_count())
+  workdir = pathlib.Path(_WORKDIR.value)
+  workdir.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  module, fn = jobs.JOBS[config.job].split(":")
+  getattr(importlib.import_module(module), fn)(config, str(workdir))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,1 @@
+"""Tasks: each folder holds a data source, a system and a metric."""

