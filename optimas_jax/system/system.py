@@ -59,6 +59,13 @@ class Trace:
   def failed(self) -> bool:
     return self.failure is not None
 
+  def with_outputs(self, component: str, outputs: dict) -> "Trace":
+    """A copy of this trace with `component`'s outputs replaced (a candidate)."""
+    steps = dict(self.steps)
+    old = steps[component]
+    steps[component] = Step(old.inputs, dict(outputs), old.variable)
+    return Trace(self.index, self.seed, self.example, steps, self.failure)
+
   def context(self) -> dict:
     """System inputs plus every produced field."""
     ctx = dict(self.example)
@@ -203,7 +210,7 @@ class System:
     return self._result(traces)
 
   def run_from(self, component: str, traces: Sequence[Trace], config: SystemConfig,
-               sample: int | None = None) -> RunResult:
+               sample: int | Sequence[int] | None = None) -> RunResult:
     """Re-runs `component` and everything downstream of it on recorded traces.
 
     Upstream and parallel components are held fixed at their recorded
@@ -211,19 +218,43 @@ class System:
     configuration the result equals the original run; `sample=s` draws the
     s-th independent Monte-Carlo sample.
     """
-    rerun = self.downstream(component)
+    return self.rerun(self.downstream(component), traces, config, sample)
+
+  def run_after(self, component: str, traces: Sequence[Trace], config: SystemConfig,
+                sample: int | Sequence[int] | None = None) -> RunResult:
+    """Re-runs only what is strictly downstream of `component`.
+
+    `component`'s recorded (possibly substituted) outputs are held fixed:
+    this scores a candidate output of `component` by a Monte-Carlo rollout.
+    """
+    return self.rerun(self.downstream(component)[1:], traces, config, sample)
+
+  def rerun(self, names: Sequence[str], traces: Sequence[Trace], config: SystemConfig,
+            sample: int | Sequence[int] | None = None) -> RunResult:
+    """Re-runs the components `names` (in topological order), the rest held fixed.
+
+    `sample` may also give one sample index per trace, so many Monte-Carlo
+    samples of many examples go through each component as a single batch.
+    """
+    rerun = [n for n in self.order if n in set(names)]
     fresh = []
     for t in traces:
       kept = {n: s for n, s in t.steps.items() if n not in rerun}
-      # An example that failed upstream of `component` cannot be re-run: it
+      # An example that failed outside the re-run part cannot be re-run: it
       # keeps its failure (and is scored as one) rather than being dropped.
-      upstream_failure = t.failure if t.failure and t.failure.component not in rerun else None
-      fresh.append(Trace(t.index, t.seed, dict(t.example), kept, upstream_failure))
+      kept_failure = t.failure if t.failure and t.failure.component not in rerun else None
+      fresh.append(Trace(t.index, t.seed, dict(t.example), kept, kept_failure))
     self._run_components(rerun, fresh, config, sample=sample)
     self.counters.add_runs(partial=sum(not t.failed for t in fresh))
     return self._result(fresh)
 
   def _run_components(self, names, traces: list[Trace], config: SystemConfig, sample):
+    if sample is None or isinstance(sample, (int, np.integer)):
+      samples = {id(t): sample for t in traces}
+    else:
+      if len(sample) != len(traces):
+        raise ValueError(f"{len(sample)} sample indices for {len(traces)} traces")
+      samples = {id(t): s for t, s in zip(traces, sample)}
     for name in names:
       comp = self.components[name]
       active = [t for t in traces if not t.failed]
@@ -232,8 +263,8 @@ class System:
       contexts = [t.context() for t in active]
       inputs = [{f: ctx[f] for f in comp.input_fields} for ctx in contexts]
       variable = config[name] if comp.variable is not None else None
-      rng = BatchRng(tuple(derive_seed(t.seed, name, "" if sample is None else sample)
-                           for t in active))
+      rng = BatchRng(tuple(derive_seed(t.seed, name, "" if samples[id(t)] is None
+                                       else samples[id(t)]) for t in active))
       results = execute(comp, inputs, variable, rng, self.counters)
       for t, inp, res in zip(active, inputs, results):
         if isinstance(res, ExampleFailure):

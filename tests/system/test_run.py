@@ -168,3 +168,25 @@ def test_counters_snapshot_round_trip():
   c = osys.Counters()
   c.restore(snap)
   assert c.snapshot() == snap
+
+
+def test_run_after_scores_a_substituted_candidate():
+  s = make_diamond()
+  cfg = s.default_config()
+  res = s.run(EXAMPLES, cfg, seed=2)
+  swapped = [t.with_outputs("left", {"l": "CAND"}) for t in res.traces]
+  after = s.run_after("left", swapped, cfg, sample=0)
+  for old, t in zip(res.traces, after.traces):
+    assert t.steps["left"].outputs == {"l": "CAND"}            # candidate held fixed
+    assert t.steps["join"].outputs["out"].startswith("CAND|")  # downstream re-run
+    assert t.steps["right"] is old.steps["right"]
+  assert res.traces[0].steps["left"].outputs["l"] != "CAND"   # original trace untouched
+
+
+def test_per_trace_sample_indices_match_single_sample_runs():
+  s = make_diamond()
+  cfg = s.default_config()
+  res = s.run(EXAMPLES, cfg, seed=4)
+  both = s.run_from("join", res.traces * 2, cfg, sample=[0] * 5 + [1] * 5).predictions
+  assert both[:5] == s.run_from("join", res.traces, cfg, sample=0).predictions
+  assert both[5:] == s.run_from("join", res.traces, cfg, sample=1).predictions
