@@ -210,7 +210,7 @@ class System:
     return self._result(traces)
 
   def run_from(self, component: str, traces: Sequence[Trace], config: SystemConfig,
-               sample: int | Sequence[int] | None = None) -> RunResult:
+               sample: int | str | Sequence[int | str] | None = None) -> RunResult:
     """Re-runs `component` and everything downstream of it on recorded traces.
 
     Upstream and parallel components are held fixed at their recorded
@@ -221,7 +221,7 @@ class System:
     return self.rerun(self.downstream(component), traces, config, sample)
 
   def run_after(self, component: str, traces: Sequence[Trace], config: SystemConfig,
-                sample: int | Sequence[int] | None = None) -> RunResult:
+                sample: int | str | Sequence[int | str] | None = None) -> RunResult:
     """Re-runs only what is strictly downstream of `component`.
 
     `component`'s recorded (possibly substituted) outputs are held fixed:
@@ -230,7 +230,7 @@ class System:
     return self.rerun(self.downstream(component)[1:], traces, config, sample)
 
   def rerun(self, names: Sequence[str], traces: Sequence[Trace], config: SystemConfig,
-            sample: int | Sequence[int] | None = None) -> RunResult:
+            sample: int | str | Sequence[int | str] | None = None) -> RunResult:
     """Re-runs the components `names` (in topological order), the rest held fixed.
 
     `sample` may also give one sample index per trace, so many Monte-Carlo
@@ -249,7 +249,7 @@ class System:
     return self._result(fresh)
 
   def _run_components(self, names, traces: list[Trace], config: SystemConfig, sample):
-    if sample is None or isinstance(sample, (int, np.integer)):
+    if sample is None or isinstance(sample, (int, np.integer, str)):
       samples = {id(t): sample for t in traces}
     else:
       if len(sample) != len(traces):

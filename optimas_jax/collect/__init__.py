@@ -1,0 +1,1 @@
+"""Preference data: candidate sampling, Monte-Carlo rollouts, caches, replay."""
