@@ -1,0 +1,1 @@
+"""Local optimizers (one per variable type) and component selection."""
