@@ -45,6 +45,8 @@ def default_lrf_config() -> ml_collections.ConfigDict:
   c.accum_steps = 1
   c.epochs = 5
   c.seed = 0
+  c.log_every = 10               # steps between train metric lines
+  c.checkpoint_every = 50        # steps between checkpoints (and at the end)
   return c
 
 
@@ -79,6 +81,8 @@ def validate_lrf_config(c: ml_collections.ConfigDict, num_devices: int = 1):
     bad("accum_steps", f"got {c.accum_steps}; use >= 1")
   if c.loss.min_weight <= 0 or c.loss.min_weight > 1:
     bad("loss.min_weight", f"got {c.loss.min_weight}; use a value in (0, 1]")
+  if c.log_every < 1 or c.checkpoint_every < 1:
+    bad("log_every/checkpoint_every", "use >= 1")
   if c.optim.schedule not in ("cosine", "constant"):
     bad("optim.schedule", f"got {c.optim.schedule!r}; use cosine|constant")
   for key in ("{description}", "{inputs}", "{outputs}"):

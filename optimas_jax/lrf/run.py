@@ -1,0 +1,124 @@
+"""`run(config, workdir)`: build preference groups, train the LRF, evaluate.
+
+Writes workdir/config.json, workdir/metrics.jsonl (one JSON line per logged
+step; `split` is "train" or "eval") and orbax checkpoints under
+workdir/checkpoints. Called by optimas_jax.main when config.job == "lrf".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from optimas_jax.lrf import checkpoint, datasets
+from optimas_jax.lrf.buckets import plan_epoch
+from optimas_jax.lrf.config import validate_lrf_config
+from optimas_jax.lrf.data import encode_groups
+from optimas_jax.lrf.model import build_lrf
+from optimas_jax.lrf.text import TextEncoder
+from optimas_jax.lrf.train import Trainer
+
+
+def _write_line(path: pathlib.Path, record: dict):
+  with open(path, "a", encoding="utf-8") as f:
+    f.write(json.dumps(record) + "\n")
+
+
+def _train_record(step, metrics, k):
+  m = jax.device_get(metrics)
+  loss = float(m["loss"])
+  if not math.isfinite(loss) or not math.isfinite(float(m["grad_norm"])):
+    raise FloatingPointError(f"step {step}: loss {loss}, grad_norm "
+                             f"{float(m['grad_norm'])}; lower config.lrf.optim.lr")
+  pairs = np.maximum(np.asarray(m["pairs"]), 1)
+  return dict(step=step, split="train", loss=loss,
+              grad_norm=float(m["grad_norm"]),
+              per_component=dict(
+                  pairs=np.asarray(m["pairs"]).tolist(),
+                  loss=(np.asarray(m["nll"]) / pairs).tolist(),
+                  accuracy=(np.asarray(m["correct"]) / pairs).tolist(),
+                  score_gap=(np.asarray(m["gap"]) / pairs).tolist(),
+                  head_grad_norm=np.asarray(m["head_grad_norm"]).tolist()))
+
+
+def run(config, workdir) -> dict:
+  """Trains and evaluates the LRF; resumes from workdir's checkpoint."""
+  cfg = config.lrf
+  n_dev = jax.device_count()
+  validate_lrf_config(cfg, n_dev)
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  metrics_path = workdir / "metrics.jsonl"
+
+  from optimas_jax.models.registry import load_backbone  # heavy; import late
+  backbone = load_backbone(cfg.backbone, jnp.dtype(cfg.dtype))
+  train_groups, eval_groups, descriptions = datasets.load_groups(config.data)
+  encoder = TextEncoder(backbone.tokenizer, descriptions, cfg.max_len,
+                        cfg.template, cfg.field_template)
+  train = encode_groups(train_groups, encoder, cfg.max_candidates)
+  held = encode_groups(eval_groups, encoder, cfg.max_candidates)
+  if not train:
+    raise ValueError("no training group has a pair; check config.data")
+  logging.info("lrf: %d train / %d eval groups, text stats %s", len(train),
+               len(held), dict(encoder.stats))
+
+  k = len(descriptions)
+  lrf = build_lrf(backbone, k, cfg)
+  per_step = cfg.groups_per_batch * cfg.accum_steps
+  steps_per_epoch = len(plan_epoch(train, cfg.buckets, per_step, cfg.seed, 0))
+  total = steps_per_epoch * cfg.epochs
+  trainer = Trainer(lrf, cfg, k, total)
+  rng = jax.random.PRNGKey(cfg.seed)
+  state = trainer.init_state(rng, backbone.params)
+
+  mngr = checkpoint.manager(workdir)
+  # Resume order: workdir checkpoint > fresh state from the registry backbone.
+  restored = checkpoint.restore_latest(mngr, state)
+  if restored is not None:
+    state, meta = restored
+    logging.info("lrf: resumed at step %d (%s)", int(state.step), meta)
+  start = int(jax.device_get(state.step))
+  trainer.prepare(train + held, state.frozen)
+  eval_plan = plan_epoch(held, cfg.buckets, per_step, cfg.seed, 0, shuffle=False)
+
+  def evaluate(step):
+    rec = dict(step=step, split="eval",
+               per_component=trainer.evaluate(state, held, eval_plan))
+    _write_line(metrics_path, rec)
+    return rec
+
+  t0, plan, last_eval = time.time(), None, None
+  for step in range(start, total):
+    epoch, i = divmod(step, steps_per_epoch)
+    if i == 0 or plan is None:
+      plan = plan_epoch(train, cfg.buckets, per_step, cfg.seed, epoch)
+    length, idxs = plan[i]
+    state, metrics = trainer.step_fn(state, trainer.batch(train, idxs, length),
+                                     rng)
+    done = step + 1
+    if done % cfg.log_every == 0 or done == total:
+      rec = _train_record(done, metrics, k)
+      rec["elapsed_s"] = time.time() - t0
+      rec["epoch"] = epoch
+      _write_line(metrics_path, rec)
+    if done % steps_per_epoch == 0 and held:
+      last_eval = evaluate(done)
+    if done % cfg.checkpoint_every == 0 or done == total:
+      checkpoint.save(mngr, state, dict(epoch=epoch, step=done))
+  if last_eval is None and held:
+    last_eval = evaluate(int(state.step))
+  mngr.wait_until_finished()
+  mngr.close()
+  summary = dict(step=int(state.step), total_steps=total,
+                 text_stats=dict(encoder.stats),
+                 eval=(last_eval or {}).get("per_component", {}))
+  (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+  return summary
