@@ -17,7 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from optimas_jax.collect.cache import RolloutCache, content_hash
-from optimas_jax.system import ModelChoice, Hyperparameters, System, SystemConfig, Trace
+from optimas_jax.system import (BatchRng, Hyperparameters, ModelChoice, System, SystemConfig,
+                                Trace, derive_seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +119,16 @@ class PreferenceCollector:
     per_trace = [[t.steps[component].outputs] for t in traces]
     extra = self.num_candidates - 1
     spec = self.system.components[component].variable
-    if self._mode(component) == "space":
+    comp = self.system.components[component]
+    if self._mode(component) == "sample" and comp.propose is not None:
+      inputs = [t.steps[component].inputs for t in traces]
+      rng = BatchRng(tuple(derive_seed(t.seed, component, round_id, "propose") for t in traces))
+      self.system.counters.add(component, calls=len(traces), batches=1)
+      variable = config[component] if component in config else None
+      for i, alts in enumerate(comp.propose(inputs, variable, extra, rng)):
+        per_trace[i].extend(dict(a) for a in alts)
+      runs = []
+    elif self._mode(component) == "space":
       rng = np.random.default_rng(int(content_hash(round_id, component)[:12], 16))
       values = _draw_values(spec, config[component], extra, rng)
       runs = [(config.override(**{component: v}), f"{round_id}:v{i}") for i, v in enumerate(values)]

@@ -13,6 +13,10 @@ from optimas_jax.system.seeds import BatchRng
 # (inputs, variable value, rng) -> outputs; an output slot may hold an
 # Exception to fail that example alone.
 BatchCall = Callable[[Sequence[dict], Any, BatchRng], Sequence[Any]]
+# (inputs, variable, num, rng) -> for each input, up to `num` alternative
+# outputs: how preference collection re-samples a component whose run-time
+# call is deterministic (e.g. a policy that takes its argmax at run time).
+ProposeCall = Callable[[Sequence[dict], Any, int, BatchRng], Sequence[Sequence[dict]]]
 
 
 class ComponentContractError(RuntimeError):
@@ -35,6 +39,7 @@ class Component:
   call: BatchCall
   variable: variables.VariableSpec | None = None
   retry: RetryPolicy = RetryPolicy()
+  propose: ProposeCall | None = None
 
   def __post_init__(self):
     where = f"Component {self.name!r}"

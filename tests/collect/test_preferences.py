@@ -120,3 +120,20 @@ def test_replay_buffer_is_bounded_and_round_trips():
   assert len(buf.sample("c", 10, np.random.default_rng(0))) == 1
   with pytest.raises(ValueError, match="capacity_pairs"):
     ReplayBuffer(0)
+
+
+def test_propose_hook_supplies_candidates_for_deterministic_components():
+  def pick(inputs, variable, rng):
+    return [{"g": x["base"]} for x in inputs]
+
+  def propose(inputs, variable, num, rng):
+    return [[{"g": x["base"] + d} for d in (1, 2, 3, 4)[:num]] for x in inputs]
+
+  s = make_system()
+  s.components["guess"] = osys.Component(
+      "guess", "", ["base"], ["g"], pick,
+      osys.ModelParameters(lambda seed: {"w": np.zeros(1)}), propose=propose)
+  cfg = s.default_config()
+  res = s.run(EXAMPLES[:2], cfg)
+  groups, st = PreferenceCollector(s, 4, 2, mode="sample").collect("guess", res.traces, cfg, "r")
+  assert [[c["g"] - g.inputs["base"] for c in g.candidates] for g in groups] == [[0, 1, 2, 3]] * 2
