@@ -75,14 +75,17 @@ class _Taker:
   """Pops tensors by name, checking shapes, and reports what is left over."""
 
   def __init__(self, weights: Mapping[str, np.ndarray], dtype, source: str):
-    self.weights, self.dtype, self.source = dict(weights), dtype, source
+    # ``weights`` may be lazy (GGUF dequantizes on access): read each once, never copy.
+    self.weights, self.dtype, self.source = weights, dtype, source
+    self.remaining = set(weights.keys())
 
   def __call__(self, name: str, shape: tuple[int, ...], transpose: bool = False):
-    if name not in self.weights:
-      near = sorted(k for k in self.weights if k.split(".")[-1] == name.split(".")[-1])[:5]
+    if name not in self.remaining:
+      near = sorted(k for k in self.remaining if k.split(".")[-1] == name.split(".")[-1])[:5]
       raise CheckpointError(f"{self.source}: expected tensor {name!r} {shape}, not found "
                             f"(similar names found: {near or 'none'})")
-    w = np.asarray(self.weights.pop(name))
+    self.remaining.discard(name)
+    w = np.asarray(self.weights[name])
     w = w.T if transpose else w
     if tuple(w.shape) != tuple(shape):
       raise CheckpointError(f"{self.source}: tensor {name!r} has shape {tuple(w.shape)}, "
@@ -90,7 +93,7 @@ class _Taker:
     return jnp.asarray(w.astype(np.dtype(self.dtype)))
 
   def leftover(self, ignore: Callable[[str], bool] = lambda k: False) -> list[str]:
-    return sorted(k for k in self.weights if not ignore(k))
+    return sorted(k for k in self.remaining if not ignore(k))
 
 
 def _strip_prefix(weights: Mapping[str, np.ndarray], prefixes) -> dict[str, np.ndarray]:
@@ -171,7 +174,7 @@ def llama_params_from_hf(weights: Mapping[str, np.ndarray], config, source: str 
     params["lm_head"] = {"kernel": take("lm_head.weight", (h, config.vocab_size),
                                         transpose=True)}
   else:
-    take.weights.pop("lm_head.weight", None)   # some tied checkpoints still store a copy
+    take.remaining.discard("lm_head.weight")   # some tied checkpoints still store a copy
   left = take.leftover(lambda k: "rotary_emb" in k)
   if left:
     raise CheckpointError(f"{source}: unexpected tensors for this config "

@@ -1,0 +1,196 @@
+"""Batched generation with a preallocated KV cache (jitted prefill + while_loop).
+
+Shapes are bucketed so that a workload compiles a handful of times: the
+batch is padded to a power of two, prompts are left-padded to a multiple of
+``prompt_multiple`` tokens, and each ``max_new_tokens`` is its own program.
+Temperature and top-p are traced values (changing them does not recompile).
+
+Prompts longer than the context are truncated from the start (the end of a
+prompt is what the answer depends on); ``Completion.truncated`` counts the
+dropped tokens, so no cut is silent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import threading
+from typing import Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optimas_jax.models import llama
+from optimas_jax.models.tokenizer import pad_ids
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+  """One generated continuation (token ids, without the prompt)."""
+
+  tokens: list[int]                # up to and including the stop token, if one was hit
+  logprobs: list[float] | None     # log p of each token in ``tokens``
+  stopped: bool                    # True if a stop token ended it (else max_new_tokens)
+  prompt_tokens: int               # prompt length actually fed to the model
+  truncated: int                   # prompt tokens dropped to fit the context
+
+
+def bucket_batch(n: int) -> int:
+  """Next power of two >= n."""
+  return 1 << max(0, (n - 1).bit_length())
+
+
+def bucket_length(n: int, multiple: int) -> int:
+  return -(-max(n, 1) // multiple) * multiple
+
+
+def top_p_filter(logits, top_p):
+  """Keeps the smallest set of tokens whose probability mass reaches ``top_p``."""
+  sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
+  probs = jax.nn.softmax(sorted_logits, axis=-1)
+  mass_before = jnp.cumsum(probs, axis=-1) - probs
+  kept = jnp.where(mass_before < top_p, sorted_logits, jnp.inf)
+  cutoff = jnp.min(kept, axis=-1, keepdims=True)   # smallest kept logit (top-1 always kept)
+  return jnp.where(logits >= cutoff, logits, -jnp.inf)
+
+
+def sample(logits, key, temperature, top_p):
+  """Next token (B,) and its log-prob, from float32 logits (B, V).
+
+  temperature 0 is greedy. The log-prob is under softmax(logits /
+  temperature) (raw logits when greedy), before top-p truncation: the
+  quantity a policy-gradient update differentiates.
+  """
+  def draw():
+    scaled = logits / temperature
+    scaled = jax.lax.cond(top_p < 1.0, lambda s: top_p_filter(s, top_p), lambda s: s, scaled)
+    return jax.random.categorical(key, scaled, axis=-1).astype(jnp.int32)
+
+  token = jax.lax.cond(temperature > 0, draw,
+                       lambda: jnp.argmax(logits, axis=-1).astype(jnp.int32))
+  scale = jnp.where(temperature > 0, temperature, 1.0)
+  logp = jax.nn.log_softmax(logits / scale, axis=-1)
+  return token, jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
+
+
+def _generate(module: llama.LlamaDecoder, max_new_tokens: int, params, prompt_ids, prompt_mask,
+              stop_ids, active, rng, temperature, top_p, pad_id):
+  """Traced body: prefill the left-padded prompts, then decode until all rows stop."""
+  batch, plen = prompt_ids.shape
+  total = plen + max_new_tokens
+  apply = functools.partial(module.apply, params)
+  cache = llama.init_cache(module.config, batch, total)
+  slots = jnp.arange(total)
+  # Keys a query may see: real prompt tokens, then every generated slot (causality added below).
+  key_ok = jnp.concatenate([prompt_mask.astype(bool), jnp.ones((batch, max_new_tokens), bool)], 1)
+  pad_count = plen - jnp.sum(prompt_mask, axis=1)
+
+  positions = llama.positions_from_mask(prompt_mask)
+  mask = key_ok[:, None, :] & (slots[None, None, :] <= jnp.arange(plen)[None, :, None])
+  hidden, cache = apply(prompt_ids, positions, mask, cache, 0, method=module.forward_cached)
+  logits = apply(hidden[:, -1], method=module.project)
+  token, logp = sample(logits, jax.random.fold_in(rng, 0), temperature, top_p)
+  is_stop = lambda t: jnp.any(t[:, None] == stop_ids, axis=1)
+  done = ~active | is_stop(token)
+  tokens = jnp.full((batch, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(token)
+  logps = jnp.zeros((batch, max_new_tokens), jnp.float32).at[:, 0].set(logp)
+
+  def cond(state):
+    i, _, _, _, done, _ = state
+    return (i < max_new_tokens) & ~jnp.all(done)
+
+  def body(state):
+    i, cache, tokens, logps, done, last = state
+    slot = plen + i - 1                                   # where ``last`` is written
+    pos = (slot - pad_count)[:, None]
+    mask = (key_ok & (slots[None, :] <= slot))[:, None, :]
+    hidden, cache = apply(last[:, None], pos, mask, cache, slot, method=module.forward_cached)
+    logits = apply(hidden[:, 0], method=module.project)
+    token, logp = sample(logits, jax.random.fold_in(rng, i), temperature, top_p)
+    token = jnp.where(done, pad_id, token)
+    logp = jnp.where(done, 0.0, logp)
+    tokens = jax.lax.dynamic_update_slice(tokens, token[:, None], (0, i))
+    logps = jax.lax.dynamic_update_slice(logps, logp[:, None], (0, i))
+    return i + 1, cache, tokens, logps, done | is_stop(token), token
+
+  state = (jnp.int32(1), cache, tokens, logps, done, token)
+  _, _, tokens, logps, _, _ = jax.lax.while_loop(cond, body, state)
+  return tokens, logps
+
+
+class Generator:
+  """Generates from token ids with one compiled program per shape bucket.
+
+  Thread-safe: calls are serialized (one decode at a time uses all cores).
+  ``max_traces`` (tests) wraps the traced body in ``chex.assert_max_traces``.
+  """
+
+  def __init__(self, module: llama.LlamaDecoder, params, pad_id: int, *,
+               prompt_multiple: int = 64, max_batch: int = 32,
+               max_context: int | None = None, max_traces: int | None = None):
+    self.module, self.params, self.pad_id = module, params, int(pad_id)
+    self.prompt_multiple, self.max_batch = prompt_multiple, max_batch
+    self.max_context = min(max_context or module.config.max_position_embeddings,
+                           module.config.max_position_embeddings)
+    def body(*args):
+      return _generate(module, *args)
+
+    if max_traces is not None:
+      body = chex.assert_max_traces(body, n=max_traces)
+    self._fn = jax.jit(body, static_argnums=0)
+    self._lock = threading.Lock()
+
+  def generate_ids(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
+                   stop_ids: Sequence[int] | Sequence[Sequence[int]] = (),
+                   temperature: float = 0.0, top_p: float = 1.0, rng=None) -> list[Completion]:
+    """Completions for token-id prompts; ``stop_ids`` shared or one list per row."""
+    if max_new_tokens < 1:
+      raise ValueError(f"max_new_tokens={max_new_tokens}; must be >= 1")
+    if max_new_tokens >= self.max_context:
+      raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for the prompt in the "
+                       f"{self.max_context}-token context")
+    if temperature < 0 or not 0 < top_p <= 1:
+      raise ValueError(f"temperature={temperature} (need >= 0), top_p={top_p} (need (0, 1])")
+    if temperature > 0 and rng is None:
+      raise ValueError("sampling (temperature > 0) needs an explicit rng key")
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    per_row = bool(stop_ids) and not isinstance(stop_ids[0], (int, np.integer))
+    rows = [list(p) for p in prompts]
+    row_stops = [list(s) for s in stop_ids] if per_row else [list(stop_ids)] * len(rows)
+    if len(row_stops) != len(rows):
+      raise ValueError(f"{len(row_stops)} stop-id lists for {len(rows)} prompts")
+    out = []
+    for lo in range(0, len(rows), self.max_batch):
+      chunk_rng = jax.random.fold_in(rng, lo // self.max_batch)
+      out += self._chunk(rows[lo:lo + self.max_batch], row_stops[lo:lo + self.max_batch],
+                         max_new_tokens, temperature, top_p, chunk_rng)
+    return out
+
+  def _chunk(self, rows, row_stops, max_new_tokens, temperature, top_p, rng):
+    room = self.max_context - max_new_tokens
+    truncated = [max(0, len(r) - room) for r in rows]
+    rows = [r[len(r) - min(len(r), room):] or [self.pad_id] for r in rows]
+    plen = min(bucket_length(max(map(len, rows)), self.prompt_multiple), room)
+    batch = bucket_batch(len(rows))
+    filler = [[self.pad_id]] * (batch - len(rows))   # inactive rows: stopped from the start
+    ids, mask = pad_ids(rows + filler, self.pad_id, length=plen, side="left")
+    width = bucket_length(max(len(s) for s in row_stops), 8)   # a new width would retrace
+    stops = np.full((batch, width), -1, np.int32)
+    for i, s in enumerate(row_stops):
+      stops[i, :len(s)] = s
+    active = np.arange(batch) < len(rows)
+    with self._lock:
+      tokens, logps = self._fn(max_new_tokens, self.params, ids, mask, stops, active, rng,
+                               jnp.float32(temperature), jnp.float32(top_p),
+                               jnp.int32(self.pad_id))
+      tokens, logps = np.asarray(tokens), np.asarray(logps)
+    out = []
+    for i, row in enumerate(rows):
+      hits = np.flatnonzero(np.isin(tokens[i], row_stops[i])) if row_stops[i] else []
+      n = int(hits[0]) + 1 if len(hits) else max_new_tokens
+      out.append(Completion(tokens=tokens[i, :n].tolist(), logprobs=logps[i, :n].tolist(),
+                            stopped=bool(len(hits)), prompt_tokens=len(row),
+                            truncated=truncated[i]))
+    return out

@@ -1,0 +1,230 @@
+"""Llama-architecture decoder (Flax Linen): RoPE, GQA, RMSNorm, SwiGLU.
+
+Covers Llama, SmolLM and Qwen2 (``attention_bias=True``). Layers are
+separate submodules ``layer_0 .. layer_{n-1}`` like the BERT encoder, so the
+reward code can freeze and cache the lower ones. ``forward_cached`` is the
+entry point for generation (models/generate.py): it reads and writes a
+preallocated KV cache at a given slot.
+
+RoPE uses the HF layout (rotate the two halves of each head), so weights
+from llama.cpp GGUF files must be un-permuted first (models/gguf_io.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+_static = lambda **kw: flax.struct.field(pytree_node=False, **kw)
+
+
+@flax.struct.dataclass(frozen=True)
+class LlamaConfig:
+  """Hyperparameters of a Llama-family decoder."""
+
+  vocab_size: int = _static()
+  hidden_size: int = _static()
+  num_layers: int = _static()
+  num_heads: int = _static()
+  num_kv_heads: int = _static()
+  head_dim: int = _static()
+  intermediate_size: int = _static()
+  rope_theta: float = _static(default=10000.0)
+  rms_norm_eps: float = _static(default=1e-5)
+  tie_embeddings: bool = _static(default=True)
+  attention_bias: bool = _static(default=False)
+  max_position_embeddings: int = _static(default=2048)
+  dtype: Any = _static(default=jnp.float32)
+
+  @classmethod
+  def tiny(cls, dtype=jnp.float32) -> "LlamaConfig":
+    """A small random-init config for tests (GQA: 4 query heads, 2 kv heads)."""
+    return cls(vocab_size=512, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
+               head_dim=8, intermediate_size=64, rope_theta=10000.0, rms_norm_eps=1e-5,
+               tie_embeddings=True, attention_bias=False, max_position_embeddings=256,
+               dtype=dtype)
+
+  @classmethod
+  def from_hf(cls, cfg: dict, dtype=jnp.float32) -> "LlamaConfig":
+    """From a HF ``config.json`` dict (Llama, Qwen2, Mistral, SmolLM)."""
+    act = cfg.get("hidden_act", "silu")
+    if act != "silu":
+      raise ValueError(f"config.json hidden_act={act!r}; only 'silu' (SwiGLU) is implemented")
+    scaling = cfg.get("rope_scaling") or (cfg.get("rope_parameters") or {})
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind not in ("default", None):
+      raise ValueError(f"config.json rope scaling type {kind!r} is not implemented; "
+                       "only plain RoPE")
+    theta = cfg.get("rope_theta", (cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0))
+    heads = cfg["num_attention_heads"]
+    return cls(vocab_size=cfg["vocab_size"], hidden_size=cfg["hidden_size"],
+               num_layers=cfg["num_hidden_layers"], num_heads=heads,
+               num_kv_heads=cfg.get("num_key_value_heads", heads),
+               head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads,
+               intermediate_size=cfg["intermediate_size"], rope_theta=float(theta),
+               rms_norm_eps=cfg.get("rms_norm_eps", 1e-6),
+               tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+               attention_bias=bool(cfg.get("attention_bias", cfg.get("model_type") == "qwen2")),
+               max_position_embeddings=cfg.get("max_position_embeddings", 2048), dtype=dtype)
+
+
+class RMSNorm(nn.Module):
+  """RMSNorm computed in float32 (bf16 squares lose precision), cast back."""
+
+  eps: float
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), self.dtype)
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (x32 * scale.astype(jnp.float32)).astype(self.dtype)
+
+
+def apply_rope(x, positions, theta: float):
+  """Rotary embedding, HF layout: x (B, L, heads, D), positions (B, L) int."""
+  d = x.shape[-1]
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+  angles = positions.astype(jnp.float32)[..., None] * inv_freq          # (B, L, D/2)
+  cos = jnp.concatenate([jnp.cos(angles)] * 2, -1)[:, :, None, :]
+  sin = jnp.concatenate([jnp.sin(angles)] * 2, -1)[:, :, None, :]
+  x32 = x.astype(jnp.float32)
+  rotated = jnp.concatenate([-x32[..., d // 2:], x32[..., :d // 2]], axis=-1)
+  return (x32 * cos + rotated * sin).astype(x.dtype)
+
+
+def positions_from_mask(attention_mask):
+  """Token positions that skip left padding: 0 at each row's first real token."""
+  return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def causal_mask(attention_mask):
+  """(B, L, L) bool: query i sees real key j <= i."""
+  length = attention_mask.shape[-1]
+  causal = jnp.tril(jnp.ones((length, length), bool))
+  return causal[None] & attention_mask.astype(bool)[:, None, :]
+
+
+class LlamaLayer(nn.Module):
+  """Pre-norm layer: GQA self-attention with RoPE, then SwiGLU MLP."""
+
+  config: LlamaConfig
+
+  @nn.compact
+  def __call__(self, x, positions, mask, cache=None, cache_index=None):
+    """x (B, L, H); positions (B, L); mask (B, L, S) bool over keys.
+
+    Without ``cache`` the keys are this call's tokens (S = L). With ``cache``
+    = (k, v), each (B, S, kv_heads, D), this call's keys are written at slot
+    ``cache_index`` and attention runs over the whole cache; returns the new
+    cache too.
+    """
+    cfg = self.config
+    batch, length, _ = x.shape
+    d, nq, nkv = cfg.head_dim, cfg.num_heads, cfg.num_kv_heads
+    dense = lambda n, name, bias=False: nn.Dense(n, use_bias=bias, dtype=cfg.dtype,
+                                                 param_dtype=cfg.dtype, name=name)
+    h = RMSNorm(cfg.rms_norm_eps, cfg.dtype, name="input_norm")(x)
+    q = dense(nq * d, "q_proj", cfg.attention_bias)(h).reshape(batch, length, nq, d)
+    k = dense(nkv * d, "k_proj", cfg.attention_bias)(h).reshape(batch, length, nkv, d)
+    v = dense(nkv * d, "v_proj", cfg.attention_bias)(h).reshape(batch, length, nkv, d)
+    q = apply_rope(q, positions, cfg.rope_theta)
+    k = apply_rope(k, positions, cfg.rope_theta)
+    new_cache = None
+    if cache is not None:
+      ck, cv = cache
+      start = (0, cache_index, 0, 0)
+      k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), start)
+      v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), start)
+      new_cache = (k, v)
+    # GQA: group the query heads that share one kv head instead of repeating kv.
+    q = q.reshape(batch, length, nkv, nq // nkv, d)
+    scores = jnp.einsum("blkgd,bskd->bkgls", q, k, preferred_element_type=jnp.float32)
+    scores = scores * (1.0 / jnp.sqrt(jnp.float32(d)))
+    # where, not an additive bias: a row with no visible key (a pad query)
+    # gets a finite uniform softmax instead of NaN.
+    scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(cfg.dtype)
+    attn = jnp.einsum("bkgls,bskd->blkgd", probs, v).reshape(batch, length, nq * d)
+    x = x + dense(cfg.hidden_size, "o_proj")(attn)
+    h = RMSNorm(cfg.rms_norm_eps, cfg.dtype, name="post_attention_norm")(x)
+    h = nn.silu(dense(cfg.intermediate_size, "gate_proj")(h)) * dense(
+        cfg.intermediate_size, "up_proj")(h)
+    x = x + dense(cfg.hidden_size, "down_proj")(h)
+    return x, new_cache
+
+
+class LlamaDecoder(nn.Module):
+  """Llama decoder: ``__call__`` gives logits (B, L, V)."""
+
+  config: LlamaConfig
+
+  def setup(self):
+    cfg = self.config
+    self.embed_tokens = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.dtype,
+                                 param_dtype=cfg.dtype)
+    # setattr keeps the parameter paths "layer_{i}" (a list would give "layers_{i}").
+    for i in range(cfg.num_layers):
+      setattr(self, f"layer_{i}", LlamaLayer(cfg))
+    self.norm = RMSNorm(cfg.rms_norm_eps, cfg.dtype)
+    if not cfg.tie_embeddings:
+      self.lm_head = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype,
+                              param_dtype=cfg.dtype)
+
+  def embed(self, input_ids):
+    """Token ids (B, L) -> input of layer 0 (B, L, H)."""
+    return self.embed_tokens(input_ids)
+
+  def run_layers(self, hidden, attention_mask, start: int, stop: int):
+    """Runs layers ``start .. stop-1`` (python ints), causal, left padding allowed."""
+    if not 0 <= start <= stop <= self.config.num_layers:
+      raise ValueError(f"layer range [{start}, {stop}) outside [0, {self.config.num_layers}]")
+    positions = positions_from_mask(attention_mask)
+    mask = causal_mask(attention_mask)
+    for i in range(start, stop):
+      hidden, _ = getattr(self, f"layer_{i}")(hidden, positions, mask)
+    return hidden
+
+  def final_norm(self, hidden):
+    return self.norm(hidden)
+
+  def hidden_states(self, input_ids, attention_mask):
+    """Final-normed hidden states (B, L, H), the reward backbone's features."""
+    hidden = self.run_layers(self.embed(input_ids), attention_mask, 0, self.config.num_layers)
+    return self.norm(hidden)
+
+  def project(self, hidden):
+    """Final-normed hidden (..., H) -> logits (..., V) in float32."""
+    if self.config.tie_embeddings:
+      return self.embed_tokens.attend(hidden).astype(jnp.float32)
+    return self.lm_head(hidden).astype(jnp.float32)
+
+  def __call__(self, input_ids, attention_mask):
+    return self.project(self.hidden_states(input_ids, attention_mask))
+
+  def forward_cached(self, input_ids, positions, mask, cache, cache_index):
+    """Generation step: ids (B, L) at ``positions``, written at cache slot ``cache_index``.
+
+    ``mask`` (B, L, S) says which cache slots each query sees; ``cache`` is a
+    tuple of per-layer (k, v). Returns (final-normed hidden (B, L, H), cache).
+    """
+    hidden = self.embed(input_ids)
+    new_cache = []
+    for i in range(self.config.num_layers):
+      hidden, layer_cache = getattr(self, f"layer_{i}")(hidden, positions, mask,
+                                                        cache[i], cache_index)
+      new_cache.append(layer_cache)
+    return self.norm(hidden), tuple(new_cache)
+
+
+def init_cache(config: LlamaConfig, batch: int, length: int, dtype=None):
+  """Zero KV cache: per layer (k, v), each (B, S, kv_heads, head_dim)."""
+  shape = (batch, length, config.num_kv_heads, config.head_dim)
+  dtype = dtype or config.dtype
+  return tuple((jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+               for _ in range(config.num_layers))
