@@ -2,9 +2,61 @@
 
 import ml_collections
 
+from optimas_jax.lrf.config import default_lrf_config
+
 
 def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.job = ""
   config.seed = 0
+  return config
+
+
+def optimas_config() -> ml_collections.ConfigDict:
+  """The Optimas loop's defaults (paper / reference values noted where they differ)."""
+  config = base_config()
+  config.job = "optimas"
+  config.method = "optimas"          # optimas | optimas_static | coordinate | unoptimized
+  config.task = ""
+  config.init_from = ""              # DIR or DIR/checkpoints/<step>: fork a run
+
+  config.collect = ml_collections.ConfigDict(dict(
+      num_candidates=4,              # n re-samples per input (dedupe after)
+      num_rollouts=3,                # m Monte-Carlo rollouts (reference: 3)
+      initial_examples=20,           # inputs for the initial collection
+      cache=True,                    # SQLite rollout cache in the workdir
+  ))
+
+  lrf = default_lrf_config()
+  lrf.list_items = "full"            # full | first_sentence (see reward.render_value)
+  lrf.optim.schedule = "constant"
+  lrf.optim.lr = 3e-4
+  lrf.initial_epochs = 6
+  lrf.online_epochs = 1              # reference: 1 epoch per online update
+  lrf.replay_pairs = 100             # reference: 100 pairs per component
+  lrf.update_pairs = 128             # reference: 128 pairs per update
+  config.lrf = lrf
+
+  config.loop = ml_collections.ConfigDict(dict(
+      iterations=10,                 # reference library default: 10
+      examples_per_iteration=20,     # paper: gains plateau beyond ~20
+      selection="uniform",           # uniform (paper) | gap_softmax (reference) | round_robin
+      selection_temperature=1.0,
+      cooldown=1,
+      val_repeats=1,
+      min_gain=1e-9,                 # keep an update only if validation improves
+      test_repeats=1,
+      budget_runs=0,                 # stop at this many system runs (0: no cap)
+  ))
+
+  config.optimizers = ml_collections.ConfigDict(dict(
+      search_budget=8,
+      prompt_llm_proposals=2,        # OPRO proposals per step (reference: 3)
+      prompt_edit_proposals=3,
+      policy_steps=30,
+      policy_group=8,
+      policy_lr=0.05,
+      policy_kl=0.02,
+      perturb_scale=0.3,             # coordinate search's parameter perturbation
+  ))
   return config

@@ -3,6 +3,7 @@
 JOBS = {
     "core_demo": "optimas_jax.tasks.geo.core_demo:run",
     "lrf": "optimas_jax.lrf.run:run",
+    "optimas": "optimas_jax.loop:run",
 }
 
 

@@ -20,8 +20,16 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where metrics, configs and chec
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietLibraries:
+  """Drops INFO chatter of checkpointing internals (warnings still pass)."""
+
+  def filter(self, record) -> bool:
+    return record.levelno >= 30 or "/orbax/" not in record.pathname
+
+
 def main(argv):
   del argv
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   config = _CONFIG.value
   jobs.validate(config)
   logging.info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(),

@@ -133,7 +133,16 @@ class PreferenceCollector:
       values = _draw_values(spec, config[component], extra, rng)
       runs = [(config.override(**{component: v}), f"{round_id}:v{i}") for i, v in enumerate(values)]
     else:
-      runs = [(config, f"{round_id}:s{i}") for i in range(extra)]
+      # All re-samples of all traces go through the component as one batch.
+      res = self.system.rerun([component], list(traces) * extra, config,
+                              sample=[f"{round_id}:s{i}" for i in range(extra)
+                                      for _ in traces])
+      runs = []
+      for n, t in enumerate(res.traces):
+        if t.failed:
+          stats.failed_candidates += 1
+        else:
+          per_trace[n % len(traces)].append(t.steps[component].outputs)
     for cfg, sample in runs:
       res = self.system.rerun([component], traces, cfg, sample=sample)
       for i, t in enumerate(res.traces):
@@ -160,7 +169,8 @@ class PreferenceCollector:
             config: SystemConfig, stats: CollectStats) -> list[np.ndarray]:
     """Mean global metric of each candidate over m downstream rollouts."""
     downstream = self.system.downstream(component)[1:]
-    m = self.num_rollouts if downstream else 1
+    stochastic = any(not self.system.components[n].deterministic for n in downstream)
+    m = self.num_rollouts if stochastic else 1
     var_hashes = {n: config.variable_hash(n) for n in downstream if n in config}
     rerun = set(self.system.downstream(component))
     jobs, keys = [], []   # (trace index, candidate index, rollout index)

@@ -40,6 +40,9 @@ class Component:
   variable: variables.VariableSpec | None = None
   retry: RetryPolicy = RetryPolicy()
   propose: ProposeCall | None = None
+  # True when the output depends only on the inputs and the variable (no
+  # sampling): Monte-Carlo rollouts through such components need one sample.
+  deterministic: bool = False
 
   def __post_init__(self):
     where = f"Component {self.name!r}"

@@ -137,3 +137,14 @@ def test_propose_hook_supplies_candidates_for_deterministic_components():
   res = s.run(EXAMPLES[:2], cfg)
   groups, st = PreferenceCollector(s, 4, 2, mode="sample").collect("guess", res.traces, cfg, "r")
   assert [[c["g"] - g.inputs["base"] for c in g.candidates] for g in groups] == [[0, 1, 2, 3]] * 2
+
+
+def test_deterministic_downstream_needs_one_rollout():
+  s = make_system()
+  s.components["noisy"] = osys.Component("noisy", "", ["g"], ["y"],
+                                         lambda xs, v, r: [{"y": x["g"]} for x in xs],
+                                         deterministic=True)
+  cfg = s.default_config()
+  res = s.run(EXAMPLES, cfg)
+  _, st = PreferenceCollector(s, 4, 5).collect("guess", res.traces, cfg, "r")
+  assert st.rollouts_run == 6 * 4                              # not 6 * 4 * 5

@@ -1,0 +1,48 @@
+"""Atomic Orbax checkpoints of a whole Optimas run.
+
+One step per loop iteration holds: the LRF train state and every
+model-parameters variable (array pytrees, StandardSave) and the loop state
+(JSON: iteration, configuration values, replay buffers, selector, prompt
+histories, counters, history). Orbax writes to a temp folder and renames it,
+so a crash never leaves a half-written step.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import orbax.checkpoint as ocp
+
+
+def manager(directory, max_to_keep: int | None = 3) -> ocp.CheckpointManager:
+  path = pathlib.Path(directory).absolute()
+  return ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep, create=True))
+
+
+def save(mngr: ocp.CheckpointManager, step: int, arrays: dict, meta: dict) -> None:
+  mngr.save(step, args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays),
+                                          meta=ocp.args.JsonSave(meta)), force=True)
+  mngr.wait_until_finished()
+
+
+def restore(mngr: ocp.CheckpointManager, step: int, like_arrays: dict) -> tuple[dict, dict]:
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_arrays)
+  out = mngr.restore(step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(abstract),
+                                                   meta=ocp.args.JsonRestore()))
+  return out["arrays"], out["meta"]
+
+
+def resolve_init_from(path: str) -> tuple[pathlib.Path, int]:
+  """`DIR` (latest step), `DIR/checkpoints` or `DIR/checkpoints/<step>` -> (checkpoints dir, step)."""
+  p = pathlib.Path(path).absolute()
+  if p.name.isdigit() and p.parent.name == "checkpoints":
+    return p.parent, int(p.name)
+  if (p / "checkpoints").is_dir():
+    p = p / "checkpoints"
+  steps = sorted(int(c.name) for c in p.glob("*") if c.name.isdigit()) if p.is_dir() else []
+  if not steps:
+    raise FileNotFoundError(f"config.init_from={path!r}: no checkpoint steps under {p}; "
+                            "give a run's workdir or DIR/checkpoints/<step>")
+  return p, steps[-1]

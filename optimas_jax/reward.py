@@ -1,0 +1,123 @@
+"""Local reward functions for the Optimas loop: one LRF, a head per component.
+
+Bridges the loop's preference groups (collect/) and the LRF trainer (lrf/):
+renders fields to text, trains (initially and online), scores batches of
+(component, input, output) triples for the local optimizers, and measures
+pairwise accuracy on fresh pairs (the live local-global alignment).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optimas_jax.collect.preferences import PreferenceGroup
+from optimas_jax.lrf.buckets import plan_epoch
+from optimas_jax.lrf.config import validate_lrf_config
+from optimas_jax.lrf.data import Group, encode_groups
+from optimas_jax.lrf.model import build_lrf
+from optimas_jax.lrf.score import Scorer
+from optimas_jax.lrf.text import TextEncoder
+from optimas_jax.lrf.train import Trainer
+from optimas_jax.system.seeds import derive_seed
+
+_FIRST_SENTENCE = re.compile(r"^(.+?[.!?])(\s|$)")
+
+
+def render_value(value, list_items: str = "full") -> str:
+  """A field value as LRF text; list items one per line.
+
+  `list_items="first_sentence"` shows each item of a list (e.g. retrieved
+  passages) by its first sentence: the output stays whole (every item is
+  there and identifiable) while its token count stays bounded.
+  """
+  if isinstance(value, (list, tuple)):
+    items = [render_value(v) for v in value]
+    if list_items == "first_sentence":
+      items = [(_FIRST_SENTENCE.match(t) or [None, t])[1] for t in items]
+    return "\n".join(f"  {i + 1}. {t}" for i, t in enumerate(items))
+  return str(value)
+
+
+class LocalRewards:
+  """The LRF of every optimizable component, trained by grouped Bradley-Terry."""
+
+  def __init__(self, cfg, components: Sequence[tuple[str, str]], seed: int):
+    validate_lrf_config(cfg, jax.device_count())
+    from optimas_jax.models.registry import load_backbone  # heavy; import late
+    backbone = load_backbone(cfg.backbone, jnp.dtype(cfg.dtype))
+    self.cfg = cfg
+    self.names = [n for n, _ in components]
+    self.index = {n: i for i, n in enumerate(self.names)}
+    self.encoder = TextEncoder(backbone.tokenizer, [d for _, d in components], cfg.max_len,
+                               cfg.template, cfg.field_template)
+    self.lrf = build_lrf(backbone, len(components), cfg)
+    # A constant schedule: online updates have no known end.
+    self.trainer = Trainer(self.lrf, cfg, len(components), total_steps=10**6)
+    self.state = self.trainer.init_state(jax.random.PRNGKey(seed), backbone.params)
+    self.scorer = Scorer(self.lrf, self.encoder, cfg.buckets)
+    self.seed = seed
+    self._sync_scorer()
+
+  # ------------------------------------------------------------- text
+
+  def _fields(self, d: dict) -> tuple[tuple[str, str], ...]:
+    return tuple((k.replace("_", " "), render_value(v, self.cfg.list_items))
+                 for k, v in d.items())
+
+  def _group(self, g: PreferenceGroup) -> Group:
+    return Group(self.index[g.component], self._fields(g.inputs),
+                 tuple(self._fields(c) for c in g.candidates), tuple(g.scores))
+
+  # ------------------------------------------------------------ train
+
+  def _sync_scorer(self):
+    self.scorer.update(self.state.trainable, self.state.frozen, int(self.state.step))
+
+  def train(self, groups: Sequence[PreferenceGroup], epochs: int, tag: str) -> dict:
+    """`epochs` passes over `groups`; returns the mean train loss and accuracy."""
+    encoded = encode_groups([self._group(g) for g in groups], self.encoder,
+                            self.cfg.max_candidates)
+    if not encoded:
+      return {"steps": 0, "loss": 0.0, "accuracy": 0.0}
+    self.trainer.prepare(encoded, self.state.frozen)
+    per_step = self.cfg.groups_per_batch * self.cfg.accum_steps
+    seed = derive_seed(self.seed, "lrf-plan", tag) & 0x7FFFFFFF
+    losses, correct, pairs, steps = [], 0.0, 0.0, 0
+    for epoch in range(epochs):
+      for length, idxs in plan_epoch(encoded, self.cfg.buckets, per_step, seed, epoch):
+        batch = self.trainer.batch(encoded, idxs, length)
+        self.state, m = self.trainer.step_fn(self.state, batch, jax.random.PRNGKey(0))
+        m = jax.device_get(m)
+        losses.append(float(m["loss"]))
+        correct += float(np.sum(m["correct"]))
+        pairs += float(np.sum(m["pairs"]))
+        steps += 1
+    if not np.isfinite(losses).all():
+      raise FloatingPointError(f"LRF loss became {losses[-1]}; lower config.lrf.optim.lr")
+    self._sync_scorer()
+    return {"steps": steps, "loss": float(np.mean(losses)),
+            "accuracy": correct / max(pairs, 1.0)}
+
+  # ------------------------------------------------------------ score
+
+  def score(self, component: str, inputs: Sequence[dict], outputs: Sequence[dict]) -> np.ndarray:
+    """(N,) local rewards of `outputs` given `inputs` for `component`."""
+    c = self.index[component]
+    return self.scorer.score([(c, self._fields(i), self._fields(o))
+                              for i, o in zip(inputs, outputs)])
+
+  def pairwise_accuracy(self, groups: Sequence[PreferenceGroup]) -> dict[str, float]:
+    """Per component: the share of preference pairs the LRF orders correctly (ties wrong)."""
+    right: dict[str, int] = {}
+    total: dict[str, int] = {}
+    for g in groups:
+      r = self.score(g.component, [g.inputs] * len(g.candidates), list(g.candidates))
+      for i, j in g.pairs():
+        total[g.component] = total.get(g.component, 0) + 1
+        right[g.component] = right.get(g.component, 0) + int(r[i] > r[j])
+    return {c: right.get(c, 0) / n for c, n in total.items()}

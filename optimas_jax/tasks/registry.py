@@ -1,0 +1,17 @@
+"""Task builders by name (`config.task`)."""
+
+from __future__ import annotations
+
+import importlib
+
+TASKS = {
+    "geoqa": "optimas_jax.tasks.geo.task:build",
+}
+
+
+def build(config):
+  if config.task not in TASKS:
+    raise ValueError(f"config.task={config.task!r} is not a known task; choose one of "
+                     f"{sorted(TASKS)}")
+  module, fn = TASKS[config.task].split(":")
+  return getattr(importlib.import_module(module), fn)(config)
