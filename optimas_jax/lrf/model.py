@@ -118,8 +118,7 @@ class LRF:
     params = dict(params)
     if backbone_params is not None:
       bp = backbone_params.get("params", backbone_params)
-      _check_same_structure(params["backbone"], bp)
-      params["backbone"] = bp
+      params["backbone"] = _check_same_structure(params["backbone"], bp)
     return self.split(params, k_lora)
 
   def split(self, params, lora_rng):
@@ -205,11 +204,16 @@ class LRF:
 
 
 def _check_same_structure(init_params, loaded):
-  a = jax.tree.map(jnp.shape, init_params)
-  b = jax.tree.map(jnp.shape, loaded)
-  if a != b:
-    raise ValueError("backbone params from the registry do not match the "
-                     "module's init; the registry name and config disagree")
+  """Every initialised path must be loaded with its shape; extra loaded
+  params (e.g. a decoder's unused LM head) are ignored by the caller."""
+  want = traverse_util.flatten_dict(init_params)
+  have = traverse_util.flatten_dict(loaded)
+  bad = [(k, v.shape, getattr(have.get(k), "shape", None)) for k, v in want.items()
+         if k not in have or have[k].shape != v.shape]
+  if bad:
+    raise ValueError(f"backbone params from the registry do not match the "
+                     f"module's init (path, want, got): {bad[:3]}")
+  return traverse_util.unflatten_dict({k: have[k] for k in want})
 
 
 def build_lrf(backbone, num_components: int, cfg) -> LRF:

@@ -42,6 +42,9 @@ def token_fn(tokenizer) -> tuple[Callable[[str], list[int]], list[int], list[int
   tok.no_truncation()
   tok.no_padding()
   max_id = getattr(wrapper, "max_id", None)
+  if max_id is not None:
+    special = [i for i in tok.get_added_tokens_decoder() if i <= max_id]
+    low = max(special, default=-1) + 1   # fold into [low, max_id]: never a special
 
   def encode(text, specials):
     ids = tok.encode(text, add_special_tokens=specials).ids
@@ -49,7 +52,7 @@ def token_fn(tokenizer) -> tuple[Callable[[str], list[int]], list[int], list[int
       return list(ids)
     # Tiny test vocabularies: fold ids instead of clipping them (clipping
     # maps nearly every word to max_id, so all candidates look the same).
-    return [i if i <= max_id else i % (max_id + 1) for i in ids]
+    return [i if i <= max_id else low + i % (max_id + 1 - low) for i in ids]
 
   plain, full = encode("x", False), encode("x", True)
   prefix, suffix = [], []

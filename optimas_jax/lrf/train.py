@@ -98,7 +98,7 @@ def train_step(state: TrainState, batch, rng, *, lrf, tx, loss_cfg,
   trainable = optax.apply_updates(state.trainable, updates)
   new_state = state.replace(step=state.step + 1, trainable=trainable,
                             opt_state=opt_state)
-  metrics = dict(loss=l_sum * inv, grad_norm=optax.global_norm(grads),
+  metrics = dict(loss=l_sum * inv, grad_norm=optax.tree.norm(grads),
                  head_grad_norm=_per_head_norm(grads), **stats)
   return new_state, metrics
 
