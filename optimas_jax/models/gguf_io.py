@@ -12,7 +12,6 @@ restores the HF row order.
 
 from __future__ import annotations
 
-import functools
 import pathlib
 import re
 from collections.abc import Mapping
@@ -32,6 +31,8 @@ def unpermute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 
 def open_gguf(path: pathlib.Path) -> gguf.GGUFReader:
+  """Parsed GGUF file (memory-mapped). Not cached: the reader holds ~200 MB of
+  per-token views, so it is dropped as soon as weights and tokenizer are out."""
   path = pathlib.Path(path)
   try:
     return gguf.GGUFReader(path)
@@ -142,10 +143,17 @@ def load_gguf(path: pathlib.Path, dtype):
   config = config_from_metadata(meta, names, dtype, str(path))
   tensors = _LazyTensors(reader, meta["general.architecture"], config, str(path))
   params = weights.llama_params_from_hf(tensors, config, str(path))
-  return config, params, tok_lib.from_gguf_metadata(meta)
+  tokenizer = tok_lib.from_gguf_metadata(meta)
+  _TOKENIZERS[pathlib.Path(path)] = tokenizer
+  return config, params, tokenizer
 
 
-@functools.lru_cache(maxsize=4)
+_TOKENIZERS: dict[pathlib.Path, tok_lib.TextTokenizer] = {}
+
+
 def load_gguf_tokenizer(path: pathlib.Path) -> tok_lib.TextTokenizer:
-  """Only the tokenizer of a GGUF file (reads metadata, no tensor data)."""
-  return tok_lib.from_gguf_metadata(read_metadata(open_gguf(path)))
+  """Only the tokenizer of a GGUF file (cached; reads metadata, no tensor data)."""
+  path = pathlib.Path(path)
+  if path not in _TOKENIZERS:
+    _TOKENIZERS[path] = tok_lib.from_gguf_metadata(read_metadata(open_gguf(path)))
+  return _TOKENIZERS[path]

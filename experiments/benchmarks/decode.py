@@ -1,0 +1,183 @@
+"""Decode throughput of SmolLM2-135M: JAX Generator vs transformers generate.
+
+  python experiments/benchmarks/decode.py                      # batch 1, 8, 32
+  python experiments/benchmarks/decode.py --batch_sizes=1,8 --prompt_len=64 --new_tokens=16
+
+Prints one JSON object. Every row generates exactly ``new_tokens`` tokens
+(no stop tokens) after a ``prompt_len``-token prompt; tokens/s counts new
+tokens over wall time including the prefill, median of ``repeats`` runs
+after one warm-up (compilation) run. The PyTorch side (when torch is
+importable) runs LlamaForCausalLM on the same float32 weights, copied from
+the JAX params. ``bf16_peak_rss_mb`` is the peak resident memory of a fresh
+process that loads the model in bfloat16 and generates once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def _prompts(tokenizer, batch: int, length: int) -> list[list[int]]:
+  text = ("Optimas optimizes compound AI systems with globally aligned local rewards. "
+          "Each component gets a local reward function trained on preference pairs. ")
+  ids = tokenizer.encode(text * (length // 10 + 2), add_special_tokens=False)[:length]
+  # Rotate per row so the rows differ but keep the same length.
+  return [ids[i % 7:] + ids[:i % 7] for i in range(batch)]
+
+
+def _median_time(fn, repeats: int) -> float:
+  fn()  # warm-up: compilation / allocator
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)
+
+
+def bench_jax(backbone, batches, prompt_len, new_tokens, repeats):
+  from optimas_jax.models import generate
+  gen = generate.Generator(backbone.module, backbone.params, backbone.pad_id,
+                           max_batch=max(batches), prompt_multiple=64)
+  out = {}
+  for b in batches:
+    prompts = _prompts(backbone.tokenizer, b, prompt_len)
+    run = lambda: gen.generate_ids(prompts, max_new_tokens=new_tokens)
+    assert all(len(c.tokens) == new_tokens for c in run())
+    sec = _median_time(run, repeats)
+    out[str(b)] = {"seconds": round(sec, 3), "tokens_per_s": round(b * new_tokens / sec, 1)}
+  return out
+
+
+def _torch_model(backbone):
+  """LlamaForCausalLM holding the JAX backbone's float32 weights."""
+  import torch
+  from transformers import LlamaConfig, LlamaForCausalLM
+  cfg = backbone.module.config
+  hf_cfg = LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
+                       num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+                       num_key_value_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
+                       intermediate_size=cfg.intermediate_size, rope_theta=cfg.rope_theta,
+                       rms_norm_eps=cfg.rms_norm_eps, tie_word_embeddings=cfg.tie_embeddings,
+                       max_position_embeddings=cfg.max_position_embeddings,
+                       pad_token_id=backbone.pad_id)
+  p = backbone.params["params"]
+  t = lambda x: torch.from_numpy(np.array(x, np.float32))
+  sd = {"model.embed_tokens.weight": t(p["embed_tokens"]["embedding"]),
+        "model.norm.weight": t(p["norm"]["scale"])}
+  names = {"q_proj": "self_attn.q_proj", "k_proj": "self_attn.k_proj", "v_proj": "self_attn.v_proj",
+           "o_proj": "self_attn.o_proj", "gate_proj": "mlp.gate_proj", "up_proj": "mlp.up_proj",
+           "down_proj": "mlp.down_proj"}
+  for i in range(cfg.num_layers):
+    layer = p[f"layer_{i}"]
+    sd[f"model.layers.{i}.input_layernorm.weight"] = t(layer["input_norm"]["scale"])
+    sd[f"model.layers.{i}.post_attention_layernorm.weight"] = t(layer["post_attention_norm"]["scale"])
+    for ours, hf in names.items():
+      sd[f"model.layers.{i}.{hf}.weight"] = t(layer[ours]["kernel"]).T.contiguous()
+  sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
+  model = LlamaForCausalLM(hf_cfg).eval()
+  model.load_state_dict(sd, strict=True)
+  return model
+
+
+def bench_torch(backbone, batches, prompt_len, new_tokens, repeats):
+  import torch
+  model = _torch_model(backbone)
+  out = {}
+  for b in batches:
+    ids = torch.tensor(_prompts(backbone.tokenizer, b, prompt_len))
+    mask = torch.ones_like(ids)
+
+    def run():
+      with torch.inference_mode():
+        return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens,
+                              min_new_tokens=new_tokens, do_sample=False,
+                              pad_token_id=backbone.pad_id)
+    assert run().shape == (b, prompt_len + new_tokens)
+    sec = _median_time(run, repeats)
+    out[str(b)] = {"seconds": round(sec, 3), "tokens_per_s": round(b * new_tokens / sec, 1)}
+  return out, {"torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+
+
+def _proc_status_mb(field: str) -> int:
+  # /proc, not getrusage: ru_maxrss survives exec, so a child would report its parent's peak.
+  for line in open("/proc/self/status"):
+    if line.startswith(field + ":"):
+      return round(int(line.split()[1]) / 1024)
+  return -1
+
+
+def memory_probe() -> None:
+  """Child process: load in bfloat16, generate once, print resident memory (MB)."""
+  import gc
+  import jax
+  import jax.numpy as jnp
+  from optimas_jax.models import generate, registry
+  jax.numpy.zeros(1).block_until_ready()
+  baseline = _proc_status_mb("VmRSS")
+  b = registry.load_backbone("smollm2-135m", jnp.dtype(os.environ.get("PROBE_DTYPE", "bfloat16")))
+  gc.collect()
+  loaded = _proc_status_mb("VmRSS")
+  gen = generate.Generator(b.module, b.params, b.pad_id)
+  gen.generate_ids([b.tokenizer.encode("Hello, how are you?")], max_new_tokens=8)
+  print(json.dumps({"jax_runtime_baseline_mb": baseline, "after_load_mb": loaded,
+                    "after_generate_mb": _proc_status_mb("VmRSS"),
+                    "peak_mb": _proc_status_mb("VmHWM"),
+                    "params_mb": round(sum(x.nbytes for x in jax.tree.leaves(b.params)) / 2**20)}))
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batch_sizes", default="1,8,32")
+  parser.add_argument("--prompt_len", type=int, default=256)
+  parser.add_argument("--new_tokens", type=int, default=64)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--no_torch", action="store_true")
+  parser.add_argument("--no_memory", action="store_true")
+  parser.add_argument("--memory_probe", action="store_true", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.memory_probe:
+    return memory_probe()
+
+  import jax
+  from optimas_jax.models import registry
+  batches = [int(b) for b in args.batch_sizes.split(",")]
+  backbone = registry.load_backbone("smollm2-135m")
+  result = {"model": "smollm2-135m (GGUF Q4_1 dequantized to float32)",
+            "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
+            "repeats": args.repeats, "statistic": "median",
+            "machine": {"cpu_count": os.cpu_count(), "loadavg_1m_at_start": round(os.getloadavg()[0], 2), "platform": platform.platform(),
+                        "jax": jax.__version__, "backend": jax.default_backend()},
+            "jax": bench_jax(backbone, batches, args.prompt_len, args.new_tokens, args.repeats)}
+  if not args.no_torch:
+    try:
+      import torch  # noqa: F401
+    except ImportError:
+      result["torch"] = "not installed (pip install -e .[bench])"
+    else:
+      result["torch"], versions = bench_torch(backbone, batches, args.prompt_len,
+                                              args.new_tokens, args.repeats)
+      result["machine"].update(versions)
+      result["jax_over_torch"] = {b: round(result["jax"][b]["tokens_per_s"]
+                                           / result["torch"][b]["tokens_per_s"], 2)
+                                  for b in result["jax"]}
+  if not args.no_memory:
+    probe = subprocess.run([sys.executable, __file__, "--memory_probe"], capture_output=True,
+                           text=True, check=True)
+    result["bf16_peak_rss_mb"] = json.loads(probe.stdout.strip().splitlines()[-1])
+  # Other processes on the machine skew both sides; say how busy it was.
+  result["machine"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
+  print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+  main()
