@@ -13,6 +13,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from optimas_jax import jobs
+from optimas_jax.runtime import enable_compilation_cache
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -30,6 +31,7 @@ class _QuietLibraries:
 def main(argv):
   del argv
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  enable_compilation_cache()
   config = _CONFIG.value
   jobs.validate(config)
   logging.info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(),

@@ -32,11 +32,18 @@ def _sentences(text: str) -> list[str]:
   return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s.strip()]
 
 
-def clean_proposal(text: str, max_chars: int = 400) -> str | None:
-  """First non-empty paragraph, unquoted; None if nothing usable."""
-  text = text.strip().split("\n\n")[0].strip()
-  text = re.sub(r"^(new )?instruction\s*:\s*", "", text, flags=re.I).strip().strip('"\'` ')
-  if len(text) < 8:
+def clean_proposal(text: str, max_chars: int = 300) -> str | None:
+  """The first non-empty line, unquoted and without list or label markup.
+
+  None when nothing usable is left, or when the text still carries template
+  placeholders or markup (a weak proposer often echoes them).
+  """
+  lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
+  if not lines:
+    return None
+  text = re.sub(r"^([-*\d.)\s]+|(new )?instruction\s*:\s*|title\s*:\s*)", "", lines[0],
+                flags=re.I).strip().strip('"\'` ')
+  if len(text) < 8 or any(c in text for c in "{}<>#|"):
     return None
   return text[:max_chars]
 

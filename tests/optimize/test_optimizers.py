@@ -114,3 +114,14 @@ def test_selector_strategies_and_cooldown():
   assert [rr.select(i, {}, rng) for i in range(4)] == ["a", "b", "a", "b"]
   with pytest.raises(ValueError, match="selection strategy"):
     select.ComponentSelector(["a"], "best")
+
+
+@pytest.mark.parametrize("raw, want", [
+    ("- Reduces the selection.\n- More lines", "Reduces the selection."),
+    ("Title: Rewrite as a query", "Rewrite as a query"),
+    ("  \n\nInstruction: 'Use keywords only.'", "Use keywords only."),
+    ("short", None),
+    ("Use {question} here", None),
+])
+def test_clean_proposal(raw, want):
+  assert prompt.clean_proposal(raw) == want

@@ -84,9 +84,11 @@ class Resources:
     from optimas_jax.models import bert
     missing = [t for t in dict.fromkeys(texts) if t not in self._query_cache]
     if missing:
+      # Pad the batch to a multiple of 32 rows: one compiled shape per length bucket.
+      padded = missing + [""] * (-len(missing) % 32)
       vecs = bert.encode_sentences(self.encoder.module, self.encoder.params,
-                                   self.encoder.tokenizer, missing, batch_size=32)
-      self._query_cache.update(zip(missing, vecs))
+                                   self.encoder.tokenizer, padded, batch_size=32)
+      self._query_cache.update(zip(missing, vecs[: len(missing)]))
     return np.stack([self._query_cache[t] for t in texts]) if texts else np.zeros((0, 384))
 
 
