@@ -174,10 +174,13 @@ class OptimasLoop:
     """values -> score of each: mean LRF reward (Optimas) or the true metric (coordinate)."""
     if self.rewards is not None:
       def by_lrf(values):
-        out = []
-        for v in values:
-          ins, outs = self._component_outputs(comp, traces, v)
-          out.append(float(np.mean(self.rewards.score(comp, ins, outs))) if outs else -1e9)
+        runs = [self._component_outputs(comp, traces, v) for v in values]
+        flat = self.rewards.score_many([(comp, i, o) for ins, outs in runs
+                                        for i, o in zip(ins, outs)])
+        out, at = [], 0
+        for ins, outs in runs:   # a value whose every output failed scores lowest
+          out.append(float(flat[at:at + len(outs)].mean()) if outs else -1e9)
+          at += len(outs)
         return out
       return by_lrf
 

@@ -16,12 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from optimas_jax.collect.preferences import PreferenceGroup
-from optimas_jax.lrf.buckets import plan_epoch
+from optimas_jax.lrf.buckets import bucket_length, plan_epoch
 from optimas_jax.lrf.config import validate_lrf_config
 from optimas_jax.lrf.data import Group, encode_groups
 from optimas_jax.lrf.model import build_lrf
 from optimas_jax.lrf.score import Scorer
-from optimas_jax.lrf.text import TextEncoder
+from optimas_jax.lrf.text import TextEncoder, text_key
 from optimas_jax.lrf.train import Trainer
 from optimas_jax.system.seeds import derive_seed
 
@@ -46,6 +46,8 @@ def render_value(value, list_items: str = "full") -> str:
 class LocalRewards:
   """The LRF of every optimizable component, trained by grouped Bradley-Terry."""
 
+  SCORE_ROWS = 32
+
   def __init__(self, cfg, components: Sequence[tuple[str, str]], seed: int):
     validate_lrf_config(cfg, jax.device_count())
     from optimas_jax.models.registry import load_backbone  # heavy; import late
@@ -59,8 +61,13 @@ class LocalRewards:
     # A constant schedule: online updates have no known end.
     self.trainer = Trainer(self.lrf, cfg, len(components), total_steps=10**6)
     self.state = self.trainer.init_state(jax.random.PRNGKey(seed), backbone.params)
-    self.scorer = Scorer(self.lrf, self.encoder, cfg.buckets)
+    self.scorer = Scorer(self.lrf, self.encoder, cfg.buckets, batch_rows=self.SCORE_ROWS)
     self.seed = seed
+    self._scores: dict[tuple, float] = {}
+    lrf = self.lrf
+    # With a frozen prefix, scoring reuses the lower-layer activations the
+    # trainer caches per text: only the trainable top runs per LRF version.
+    self._score_cached = jax.jit(lambda v, feats, comps: lrf.rewards(v, feats, comps))
     self._sync_scorer()
 
   # ------------------------------------------------------------- text
@@ -107,16 +114,54 @@ class LocalRewards:
 
   def score(self, component: str, inputs: Sequence[dict], outputs: Sequence[dict]) -> np.ndarray:
     """(N,) local rewards of `outputs` given `inputs` for `component`."""
-    c = self.index[component]
-    return self.scorer.score([(c, self._fields(i), self._fields(o))
-                              for i, o in zip(inputs, outputs)])
+    return self.score_many([(component, i, o) for i, o in zip(inputs, outputs)])
+
+  def score_many(self, triples: Sequence[tuple[str, dict, dict]]) -> np.ndarray:
+    """Rewards of many (component, inputs, outputs), any mix of components, in one pass."""
+    encoded = [(self.index[c], self.encoder.encode(self.index[c], self._fields(i),
+                                                   self._fields(o))) for c, i, o in triples]
+    if self.trainer.cache is None:
+      return self.scorer.score([(c, self._fields(i), self._fields(o)) for c, i, o in triples])
+    version = int(self.state.step)
+    keys = [(version, c, text_key(ids)) for c, ids in encoded]
+    todo: dict[int, dict] = {}
+    for (c, ids), key in zip(encoded, keys):
+      if key not in self._scores:
+        todo.setdefault(bucket_length(len(ids), self.cfg.buckets), {})[key] = (c, ids)
+    if todo:
+      self.trainer.cache.fill(self.state.frozen, {k[2]: ids for items in todo.values()
+                                                  for k, (_, ids) in items.items()})
+      variables = self.lrf.merge(self.state.trainable, self.state.frozen)
+      for length, items in sorted(todo.items()):
+        items = list(items.items())
+        for lo in range(0, len(items), self.SCORE_ROWS):
+          chunk = items[lo:lo + self.SCORE_ROWS]
+          text_keys = np.full((self.SCORE_ROWS,), None, object)
+          mask = np.zeros((self.SCORE_ROWS, length), np.int32)
+          comps = np.zeros((self.SCORE_ROWS,), np.int32)
+          for r, (k, (c, ids)) in enumerate(chunk):
+            text_keys[r], comps[r] = k[2], c
+            mask[r, :len(ids)] = 1
+          feats = self.trainer.cache.lookup(text_keys, length)
+          batch = ({"pooled": feats} if self.trainer.cache.pooled
+                   else {"hidden": feats, "mask": mask})
+          out = np.asarray(self._score_cached(variables, batch, comps))
+          for r, (k, _) in enumerate(chunk):
+            self._scores[k] = float(out[r])
+    if len(self._scores) > 200_000:     # old versions never hit again
+      self._scores = {k: v for k, v in self._scores.items() if k[0] == version}
+    return np.asarray([self._scores[k] for k in keys], np.float32)
 
   def pairwise_accuracy(self, groups: Sequence[PreferenceGroup]) -> dict[str, float]:
     """Per component: the share of preference pairs the LRF orders correctly (ties wrong)."""
+    triples = [(g.component, g.inputs, c) for g in groups for c in g.candidates]
+    flat = self.score_many(triples) if triples else np.zeros(0)
     right: dict[str, int] = {}
     total: dict[str, int] = {}
+    at = 0
     for g in groups:
-      r = self.score(g.component, [g.inputs] * len(g.candidates), list(g.candidates))
+      r = flat[at:at + len(g.candidates)]
+      at += len(g.candidates)
       for i, j in g.pairs():
         total[g.component] = total.get(g.component, 0) + 1
         right[g.component] = right.get(g.component, 0) + int(r[i] > r[j])

@@ -164,7 +164,7 @@ def make_components(res: Resources, writer_temperature: float = 0.7) -> list[osy
   def write_query(inputs, prompt, rng):
     if res.llm is None:   # tools-only mode: the query is the question
       return [{"query": x["question"]} for x in inputs]
-    outs = _chat(res, prompt, [x["question"] for x in inputs], 24, writer_temperature, rng)
+    outs = _chat(res, prompt, [x["question"] for x in inputs], 16, writer_temperature, rng)
     return [{"query": o.split("\n")[0][:200]} for o in outs]
 
   def retrieve(inputs, hp, rng):
@@ -212,7 +212,7 @@ def make_components(res: Resources, writer_temperature: float = 0.7) -> list[osy
       return [{"answer": readers.fact_reader(x["question"], x["evidence"])} for x in inputs]
     users = ["Passages:\n" + "\n".join(f"- {p}" for p in x["evidence"])
              + f"\n\nQuestion: {x['question']}" for x in inputs]
-    outs = _chat(res, READER_PROMPT, users, 16, 0.0, rng)
+    outs = _chat(res, READER_PROMPT, users, 12, 0.0, rng)
     return [{"answer": o.split("\n")[0].strip().rstrip(".")} for o in outs]
 
   return [
@@ -223,7 +223,7 @@ def make_components(res: Resources, writer_temperature: float = 0.7) -> list[osy
                      osys.Hyperparameters({"method": osys.Choice(("bm25", "dense", "hybrid")),
                                            "k": osys.Choice((1, 2, 3, 5, 8)),
                                            "query_mode": osys.Choice(("query", "question", "both"))},
-                                          {"method": "bm25", "k": 3, "query_mode": "query"}),
+                                          {"method": "bm25", "k": 5, "query_mode": "query"}),
                      deterministic=True),
       osys.Component("evidence_selector",
                      "Pick the passages that contain the facts needed to answer the question.",
@@ -232,8 +232,9 @@ def make_components(res: Resources, writer_temperature: float = 0.7) -> list[osy
                      deterministic=True),
       osys.Component("answerer", "Answer the question from the evidence passages.",
                      ["question", "evidence"], ["answer"], answer,
-                     osys.ModelChoice(("smollm2", "fact_reader"),
-                                      "smollm2" if res.llm is not None else "fact_reader"),
+                     # The fact reader is the default: a SmolLM2 read of two passages
+                     # costs ~10x a query rewrite on CPU (see README, GeoQA).
+                     osys.ModelChoice(("fact_reader", "smollm2"), "fact_reader"),
                      deterministic=True),   # the SmolLM2 reader decodes greedily
   ]
 

@@ -23,7 +23,7 @@ def build(config) -> Task:
   def complete(prompts, seed):
     from optimas_jax.llm.base import SamplingParams
     outs = llm.generate(list(prompts), SamplingParams(temperature=0.9, top_p=0.95,
-                                                      max_new_tokens=48),
+                                                      max_new_tokens=32),
                         jax.random.key(seed & 0x7FFFFFFF))
     return [g.text for g in outs]
 
