@@ -1,0 +1,63 @@
+"""The loop's LRF adapter: text rendering, scoring paths, training, alignment."""
+
+import pathlib
+import sys
+
+import numpy as np
+
+from optimas_jax.collect.preferences import PreferenceGroup
+from optimas_jax.reward import LocalRewards, render_value
+
+
+def _cfg(trainable="top"):
+  sys.path.insert(0, str(pathlib.Path(__file__).parents[2] / "experiments"))
+  import common  # experiments/ holds config files, loaded by path
+  cfg = common.optimas_config().lrf
+  cfg.backbone = "tiny-bert"
+  cfg.trainable = trainable
+  cfg.max_len = 64
+  cfg.buckets = (32, 64)
+  cfg.groups_per_batch = 4
+  cfg.optim.lr = 1e-2
+  return cfg
+
+
+def _groups(n=24, seed=0):
+  """Component 'pick': the candidate naming the input's colour is best."""
+  rng = np.random.default_rng(seed)
+  colours = ["red", "green", "blue", "yellow", "purple", "orange"]
+  out = []
+  for _ in range(n):
+    c = colours[int(rng.integers(len(colours)))]
+    others = [x for x in colours if x != c]
+    cands = [c] + [others[int(i)] for i in rng.choice(len(others), 2, replace=False)]
+    order = rng.permutation(3)
+    out.append(PreferenceGroup("pick", {"colour": c}, tuple({"answer": cands[i]} for i in order),
+                               tuple(1.0 if cands[i] == c else 0.0 for i in order)))
+  return out
+
+
+def test_render_value_keeps_every_list_item():
+  v = ["Peru is a country. Its capital is Lima.", "Cusco is a city. It is big."]
+  assert render_value(v, "first_sentence") == "  1. Peru is a country.\n  2. Cusco is a city."
+  assert "Its capital is Lima." in render_value(v)
+
+
+def test_cached_activation_scores_equal_full_forward_scores():
+  r = LocalRewards(_cfg(), [("pick", "Pick the colour of the input."), ("other", "x")], seed=0)
+  triples = [("pick", g.inputs, c) for g in _groups(4) for c in g.candidates]
+  fast = r.score_many(triples)
+  full = r.scorer.score([(r.index[c], r._fields(i), r._fields(o)) for c, i, o in triples])
+  np.testing.assert_allclose(fast, full, rtol=1e-4, atol=1e-5)
+
+
+def test_training_raises_pairwise_accuracy_on_held_out_groups():
+  r = LocalRewards(_cfg(), [("pick", "Pick the colour of the input.")], seed=0)
+  train, held = _groups(48, 0), _groups(24, 1)
+  before = r.pairwise_accuracy(held)["pick"]
+  stats = r.train(train, epochs=8, tag="t")
+  after = r.pairwise_accuracy(held)["pick"]
+  assert stats["steps"] == 8 * 12 and np.isfinite(stats["loss"])
+  assert after > max(before, 0.75), (before, after)
+  # Scores follow the trained params: the version (step) keys the score memo.
+  assert int(r.state.step) == stats["steps"]
