@@ -30,8 +30,8 @@ def get_config(arg=None):
   config.lrf.trainable = "top"
   config.lrf.top_layers = 1
   config.lrf.list_items = "first_sentence"
-  config.lrf.max_len = 160
-  config.lrf.buckets = (64, 96, 160)
+  config.lrf.max_len = 256
+  config.lrf.buckets = (64, 128, 256)
   config.lrf.groups_per_batch = 8
   config.lrf.max_candidates = 4
   config.loop.iterations = 8
@@ -45,6 +45,8 @@ def get_config(arg=None):
     config.lrf.initial_epochs = 2
     config.optimizers.search_budget = 4
     config.optimizers.policy_steps = 10
+    config.optimizers.prompt_llm_proposals = 1
+    config.optimizers.prompt_edit_proposals = 2
   if "tools" in args:
     config.system.llm = ""
   return config

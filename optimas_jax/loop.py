@@ -166,6 +166,9 @@ class OptimasLoop:
 
   def _component_outputs(self, comp: str, traces, value) -> tuple[list, list]:
     cfg = self.config_values.override(**{comp: value})
+    if cfg.variable_hash(comp) == self.config_values.variable_hash(comp):
+      kept = [t for t in traces if comp in t.steps]   # the incumbent's recorded outputs
+      return [t.steps[comp].inputs for t in kept], [t.steps[comp].outputs for t in kept]
     res = self.system.rerun([comp], traces, cfg)
     kept = [t for t in res.traces if comp in t.steps and not t.failed]
     return [t.steps[comp].inputs for t in kept], [t.steps[comp].outputs for t in kept]
