@@ -144,13 +144,20 @@ def main() -> None:
   parser.add_argument("--no_torch", action="store_true")
   parser.add_argument("--no_memory", action="store_true")
   parser.add_argument("--memory_probe", action="store_true", help=argparse.SUPPRESS)
+  parser.add_argument("--torch_only", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.memory_probe:
     return memory_probe()
+  batches = [int(b) for b in args.batch_sizes.split(",")]
+  if args.torch_only:
+    from optimas_jax.models import registry
+    backbone = registry.load_backbone("smollm2-135m")
+    print(json.dumps(bench_torch(backbone, batches, args.prompt_len, args.new_tokens,
+                                 args.repeats)))
+    return None
 
   import jax
   from optimas_jax.models import registry
-  batches = [int(b) for b in args.batch_sizes.split(",")]
   backbone = registry.load_backbone("smollm2-135m")
   result = {"model": "smollm2-135m (GGUF Q4_1 dequantized to float32)",
             "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
@@ -164,8 +171,12 @@ def main() -> None:
     except ImportError:
       result["torch"] = "not installed (pip install -e .[bench])"
     else:
-      result["torch"], versions = bench_torch(backbone, batches, args.prompt_len,
-                                              args.new_tokens, args.repeats)
+      # A separate process: JAX's idle CPU thread pool would otherwise compete with torch's.
+      flags = [f"--batch_sizes={args.batch_sizes}", f"--prompt_len={args.prompt_len}",
+               f"--new_tokens={args.new_tokens}", f"--repeats={args.repeats}"]
+      child = subprocess.run([sys.executable, __file__, "--torch_only", *flags],
+                             capture_output=True, text=True, check=True)
+      result["torch"], versions = json.loads(child.stdout.strip().splitlines()[-1])
       result["machine"].update(versions)
       result["jax_over_torch"] = {b: round(result["jax"][b]["tokens_per_s"]
                                            / result["torch"][b]["tokens_per_s"], 2)
