@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 quickstart: setup
-	$(BIN)/python -m optimas_jax.main --config=experiments/core_demo.py --workdir=runs/quickstart
+	$(BIN)/python -m optimas_jax.main --config=experiments/geoqa.py --workdir=runs/quickstart
 
 test: setup
 	$(BIN)/python -m pytest tests
