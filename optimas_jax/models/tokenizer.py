@@ -60,7 +60,11 @@ class TextTokenizer:
     """
     rows = self.encode_batch(texts)
     if max_length is not None:
-      rows = [r[:max_length] for r in rows]
+      special = self.tokenizer.get_added_tokens_decoder()
+      # Keep a trailing special token ([SEP]) as the tokenizer's own truncation does.
+      rows = [r if len(r) <= max_length else
+              (r[:max_length - 1] + r[-1:] if r[-1] in special and special[r[-1]].special
+               else r[:max_length]) for r in rows]
     return pad_ids(rows, self.pad_id, multiple_of=multiple_of, side=side)
 
   def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:

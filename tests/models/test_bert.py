@@ -63,6 +63,9 @@ def test_minilm_matches_sentence_transformers():
   assert cos.min() >= 0.999, cos
   # The long sentence is cut at max_seq_length like sentence-transformers does.
   assert len(b.tokenizer.encode(sentences[-1])) == int(ref["max_seq_length"])
+  # A shorter cut keeps [SEP] last, like the tokenizer's own truncation.
+  ids, _ = b.tokenizer.pad_batch(sentences[-1:], max_length=16)
+  assert ids.shape == (1, 16) and ids[0, -1] == b.tokenizer.tokenizer.token_to_id("[SEP]")
 
 
 @pytest.mark.slow
