@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup quickstart test bench chat clean
+.PHONY: setup quickstart test bench bench-setup chat clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ test: setup
 # PyTorch side of the side-by-side benchmarks (CPU torch 2.13.0).
 bench-setup: setup
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
+
+# Every benchmark, side by side with PyTorch; each prints one JSON object.
+bench: bench-setup
+	$(BIN)/python experiments/benchmarks/decode.py
+	$(BIN)/python experiments/benchmarks/encoder.py
+	$(BIN)/python experiments/benchmarks/lrf_train.py
+
+chat: setup
+	$(BIN)/python -m optimas_jax.llm.chat "What is the capital of France?"
 
 clean:
 	rm -rf runs .pytest_cache
