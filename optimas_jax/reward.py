@@ -16,12 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from optimas_jax.collect.preferences import PreferenceGroup
-from optimas_jax.lrf.buckets import bucket_length, plan_epoch
+from optimas_jax.lrf.buckets import plan_epoch
 from optimas_jax.lrf.config import validate_lrf_config
 from optimas_jax.lrf.data import Group, encode_groups
 from optimas_jax.lrf.model import build_lrf
 from optimas_jax.lrf.score import Scorer
-from optimas_jax.lrf.text import TextEncoder, text_key
+from optimas_jax.lrf.text import TextEncoder
 from optimas_jax.lrf.train import Trainer
 from optimas_jax.system.seeds import derive_seed
 
@@ -61,13 +61,11 @@ class LocalRewards:
     # A constant schedule: online updates have no known end.
     self.trainer = Trainer(self.lrf, cfg, len(components), total_steps=10**6)
     self.state = self.trainer.init_state(jax.random.PRNGKey(seed), backbone.params)
-    self.scorer = Scorer(self.lrf, self.encoder, cfg.buckets, batch_rows=self.SCORE_ROWS)
-    self.seed = seed
-    self._scores: dict[tuple, float] = {}
-    lrf = self.lrf
     # With a frozen prefix, scoring reuses the lower-layer activations the
     # trainer caches per text: only the trainable top runs per LRF version.
-    self._score_cached = jax.jit(lambda v, feats, comps: lrf.rewards(v, feats, comps))
+    self.scorer = Scorer(self.lrf, self.encoder, cfg.buckets, batch_rows=self.SCORE_ROWS,
+                         activations=self.trainer.cache)
+    self.seed = seed
     self._sync_scorer()
 
   # ------------------------------------------------------------- text
@@ -118,39 +116,8 @@ class LocalRewards:
 
   def score_many(self, triples: Sequence[tuple[str, dict, dict]]) -> np.ndarray:
     """Rewards of many (component, inputs, outputs), any mix of components, in one pass."""
-    encoded = [(self.index[c], self.encoder.encode(self.index[c], self._fields(i),
-                                                   self._fields(o))) for c, i, o in triples]
-    if self.trainer.cache is None:
-      return self.scorer.score([(c, self._fields(i), self._fields(o)) for c, i, o in triples])
-    version = int(self.state.step)
-    keys = [(version, c, text_key(ids)) for c, ids in encoded]
-    todo: dict[int, dict] = {}
-    for (c, ids), key in zip(encoded, keys):
-      if key not in self._scores:
-        todo.setdefault(bucket_length(len(ids), self.cfg.buckets), {})[key] = (c, ids)
-    if todo:
-      self.trainer.cache.fill(self.state.frozen, {k[2]: ids for items in todo.values()
-                                                  for k, (_, ids) in items.items()})
-      variables = self.lrf.merge(self.state.trainable, self.state.frozen)
-      for length, items in sorted(todo.items()):
-        items = list(items.items())
-        for lo in range(0, len(items), self.SCORE_ROWS):
-          chunk = items[lo:lo + self.SCORE_ROWS]
-          text_keys = np.full((self.SCORE_ROWS,), None, object)
-          mask = np.zeros((self.SCORE_ROWS, length), np.int32)
-          comps = np.zeros((self.SCORE_ROWS,), np.int32)
-          for r, (k, (c, ids)) in enumerate(chunk):
-            text_keys[r], comps[r] = k[2], c
-            mask[r, :len(ids)] = 1
-          feats = self.trainer.cache.lookup(text_keys, length)
-          batch = ({"pooled": feats} if self.trainer.cache.pooled
-                   else {"hidden": feats, "mask": mask})
-          out = np.asarray(self._score_cached(variables, batch, comps))
-          for r, (k, _) in enumerate(chunk):
-            self._scores[k] = float(out[r])
-    if len(self._scores) > 200_000:     # old versions never hit again
-      self._scores = {k: v for k, v in self._scores.items() if k[0] == version}
-    return np.asarray([self._scores[k] for k in keys], np.float32)
+    return self.scorer.score([(self.index[c], self._fields(i), self._fields(o))
+                              for c, i, o in triples])
 
   def pairwise_accuracy(self, groups: Sequence[PreferenceGroup]) -> dict[str, float]:
     """Per component: the share of preference pairs the LRF orders correctly (ties wrong)."""

@@ -47,6 +47,9 @@ def test_cached_activation_scores_equal_full_forward_scores():
   r = LocalRewards(_cfg(), [("pick", "Pick the colour of the input."), ("other", "x")], seed=0)
   triples = [("pick", g.inputs, c) for g in _groups(4) for c in g.candidates]
   fast = r.score_many(triples)
+  assert r.trainer.cache.misses > 0                    # went through the activation cache
+  r.scorer.activations = None                          # full forward, fresh memo
+  r.scorer.cache.clear()
   full = r.scorer.score([(r.index[c], r._fields(i), r._fields(o)) for c, i, o in triples])
   np.testing.assert_allclose(fast, full, rtol=1e-4, atol=1e-5)
 
