@@ -18,12 +18,12 @@ import argparse
 import os
 import json
 import platform
-import statistics
 import subprocess
 import sys
-import time
 
 import numpy as np
+
+from timing import median_time  # experiments/benchmarks/timing.py
 
 
 def _prompts(tokenizer, batch: int, length: int) -> list[list[int]]:
@@ -34,14 +34,6 @@ def _prompts(tokenizer, batch: int, length: int) -> list[list[int]]:
   return [ids[i % 7:] + ids[:i % 7] for i in range(batch)]
 
 
-def _median_time(fn, repeats: int) -> float:
-  fn()  # warm-up: compilation / allocator
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
 
 
 def bench_jax(backbone, batches, prompt_len, new_tokens, repeats):
@@ -53,7 +45,7 @@ def bench_jax(backbone, batches, prompt_len, new_tokens, repeats):
     prompts = _prompts(backbone.tokenizer, b, prompt_len)
     run = lambda: gen.generate_ids(prompts, max_new_tokens=new_tokens)
     assert all(len(c.tokens) == new_tokens for c in run())
-    sec = _median_time(run, repeats)
+    sec = median_time(run, repeats)
     out[str(b)] = {"seconds": round(sec, 3), "tokens_per_s": round(b * new_tokens / sec, 1)}
   return out
 
@@ -103,7 +95,7 @@ def bench_torch(backbone, batches, prompt_len, new_tokens, repeats):
                               min_new_tokens=new_tokens, do_sample=False,
                               pad_token_id=backbone.pad_id)
     assert run().shape == (b, prompt_len + new_tokens)
-    sec = _median_time(run, repeats)
+    sec = median_time(run, repeats)
     out[str(b)] = {"seconds": round(sec, 3), "tokens_per_s": round(b * new_tokens / sec, 1)}
   return out, {"torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 

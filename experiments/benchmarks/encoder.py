@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
 
 import numpy as np
+
+from timing import median_time  # experiments/benchmarks/timing.py
 
 
 def _texts(n: int) -> list[str]:
@@ -26,14 +26,6 @@ def _texts(n: int) -> list[str]:
   return [" ".join(rng.choice(words, size=200)) for _ in range(n)]
 
 
-def _median_time(fn, repeats: int) -> float:
-  fn()
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
 
 
 def main() -> None:
@@ -53,7 +45,7 @@ def main() -> None:
   run = lambda: bert.encode_sentences(b.module, b.params, b.tokenizer, texts,
                                       batch_size=args.batch_size, max_length=args.seq_len)
   ours = run()
-  sec = _median_time(run, args.repeats)
+  sec = median_time(run, args.repeats)
   result = {"model": "all-MiniLM-L6-v2 (float32)", "num_sentences": args.num_sentences,
             "batch_size": args.batch_size, "seq_len": args.seq_len, "repeats": args.repeats,
             "statistic": "median",
@@ -73,7 +65,7 @@ def main() -> None:
       enc = lambda: model.encode(texts, batch_size=args.batch_size, normalize_embeddings=True,
                                  convert_to_numpy=True)
       ref = enc()
-      sec = _median_time(enc, args.repeats)
+      sec = median_time(enc, args.repeats)
       result["torch"] = {"seconds": round(sec, 3),
                          "sentences_per_s": round(args.num_sentences / sec, 1)}
       result["machine"].update(torch=torch.__version__, torch_threads=torch.get_num_threads())
