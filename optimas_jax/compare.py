@@ -20,7 +20,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from optimas_jax import loop
-from optimas_jax.runtime import enable_compilation_cache
+from optimas_jax.runtime import QuietLibraries, enable_compilation_cache
 from optimas_jax.tasks import registry
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
@@ -133,6 +133,7 @@ def plot(results: list[dict], root: pathlib.Path) -> pathlib.Path:
 
 def main(argv):
   del argv
+  logging.get_absl_handler().addFilter(QuietLibraries())
   enable_compilation_cache()
   root = pathlib.Path(_WORKDIR.value)
   root.mkdir(parents=True, exist_ok=True)

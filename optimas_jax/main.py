@@ -13,7 +13,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from optimas_jax import jobs
-from optimas_jax.runtime import enable_compilation_cache
+from optimas_jax.runtime import QuietLibraries, enable_compilation_cache
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -21,16 +21,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where metrics, configs and chec
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietLibraries:
-  """Drops INFO chatter of checkpointing internals (warnings still pass)."""
-
-  def filter(self, record) -> bool:
-    return record.levelno >= 30 or "/orbax/" not in record.pathname
-
-
 def main(argv):
   del argv
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  logging.get_absl_handler().addFilter(QuietLibraries())
   enable_compilation_cache()
   config = _CONFIG.value
   jobs.validate(config)

@@ -15,3 +15,10 @@ def enable_compilation_cache() -> None:
   if path:
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+class QuietLibraries:
+  """An absl log filter that drops INFO chatter of checkpointing internals."""
+
+  def filter(self, record) -> bool:
+    return record.levelno >= 30 or "/orbax/" not in record.pathname
