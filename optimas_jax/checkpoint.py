@@ -35,10 +35,15 @@ def restore(mngr: ocp.CheckpointManager, step: int, like_arrays: dict) -> tuple[
 
 
 def resolve_init_from(path: str) -> tuple[pathlib.Path, int]:
-  """`DIR` (latest step), `DIR/checkpoints` or `DIR/checkpoints/<step>` -> (checkpoints dir, step)."""
+  """`DIR` (latest step), `DIR/<step>`, `DIR/checkpoints` or `DIR/checkpoints/<step>`.
+
+  Returns (checkpoints folder, step).
+  """
   p = pathlib.Path(path).absolute()
   if p.name.isdigit() and p.parent.name == "checkpoints":
     return p.parent, int(p.name)
+  if p.name.isdigit() and (p.parent / "checkpoints" / p.name).is_dir():
+    return p.parent / "checkpoints", int(p.name)
   if (p / "checkpoints").is_dir():
     p = p / "checkpoints"
   steps = sorted(int(c.name) for c in p.glob("*") if c.name.isdigit()) if p.is_dir() else []
