@@ -1,0 +1,89 @@
+"""Disk cache of LLM responses (sqlite3): the same call is paid for once.
+
+Keyed by (model, request, sampling params, seed, sample index); the value is
+the ``Generation``. Nothing else is stored: no URL, no headers, no API key.
+Safe across threads (one connection behind a lock) and processes (sqlite
+WAL; the first writer wins).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import sqlite3
+import threading
+
+from optimas_jax.llm.base import Generation, Request, SamplingParams
+
+ENV_PATH = "OPTIMAS_LLM_CACHE"
+
+
+def default_path() -> pathlib.Path:
+  """$OPTIMAS_LLM_CACHE, else ~/.cache/optimas_jax/llm_responses.sqlite."""
+  env = os.environ.get(ENV_PATH)
+  if env:
+    return pathlib.Path(env)
+  return pathlib.Path.home() / ".cache" / "optimas_jax" / "llm_responses.sqlite"
+
+
+def cache_key(model: str, request: Request, params: SamplingParams, seed: int | None,
+              sample_index: int) -> str:
+  """A stable digest; greedy calls drop seed and index (every sample is the same)."""
+  if params.temperature == 0:
+    seed, sample_index = None, 0
+  payload = {"model": model,
+             "request": request if isinstance(request, str) else list(request),
+             "params": dataclasses.asdict(params), "seed": seed, "sample": sample_index}
+  blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+  return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class ResponseCache:
+  """``get``/``put`` of ``Generation``s by key, with hit and miss counters."""
+
+  def __init__(self, path: str | os.PathLike | None = None):
+    self.path = pathlib.Path(path) if path is not None else default_path()
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    self._lock = threading.Lock()
+    self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+    with self._lock, self._db:
+      self._db.execute("PRAGMA journal_mode=WAL")
+      self._db.execute("CREATE TABLE IF NOT EXISTS responses "
+                       "(key TEXT PRIMARY KEY, model TEXT, value TEXT)")
+    self.hits = self.misses = 0
+
+  def __repr__(self):
+    return f"ResponseCache({str(self.path)!r}, hits={self.hits}, misses={self.misses})"
+
+  def get(self, key: str) -> Generation | None:
+    with self._lock:
+      row = self._db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
+      if row is None:
+        self.misses += 1
+        return None
+      self.hits += 1
+    d = json.loads(row[0])
+    for field in ("logprobs", "token_ids"):
+      if d.get(field) is not None:
+        d[field] = tuple(d[field])
+    return Generation(**d)
+
+  def put(self, key: str, model: str, generation: Generation) -> None:
+    value = json.dumps(dataclasses.asdict(generation), ensure_ascii=False)
+    with self._lock, self._db:
+      self._db.execute("INSERT OR IGNORE INTO responses VALUES (?, ?, ?)", (key, model, value))
+
+  def __len__(self) -> int:
+    with self._lock:
+      return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+  def stats(self) -> dict[str, int]:
+    with self._lock:
+      return {"hits": self.hits, "misses": self.misses}
+
+  def close(self) -> None:
+    with self._lock:
+      self._db.close()

@@ -1,0 +1,102 @@
+"""Who spent what: LLM calls, tokens and dollars per system component.
+
+  with ledger.component("answer"):
+    llm.generate(requests, params)          # recorded under "answer"
+  llm.ledger.as_dict()["answer"]["cost_usd"]
+
+The component name lives in a ``ContextVar``, so each thread (and each
+asyncio task) has its own; backends read it in the calling thread, before
+handing requests to their worker pools.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import threading
+from typing import Iterator, Mapping
+
+DEFAULT_COMPONENT = "default"
+
+_current = contextvars.ContextVar("optimas_llm_component", default=None)
+
+
+@contextlib.contextmanager
+def component(name: str) -> Iterator[str]:
+  """Records LLM calls made inside the block (in this thread) under ``name``."""
+  if not isinstance(name, str) or not name:
+    raise ValueError(f"component name {name!r}; expected a non-empty string")
+  token = _current.set(name)
+  try:
+    yield name
+  finally:
+    _current.reset(token)
+
+
+def current_component(default: str | None = None) -> str:
+  """The innermost ``component(...)`` name, else ``default``, else "default"."""
+  return _current.get() or default or DEFAULT_COMPONENT
+
+
+@dataclasses.dataclass
+class Entry:
+  calls: int = 0               # answered by the backend (billed)
+  cache_hits: int = 0          # answered from the response cache (free)
+  prompt_tokens: int = 0
+  completion_tokens: int = 0
+  cost_usd: float = 0.0
+
+
+class Ledger:
+  """Thread-safe per-component counters; cost from ``prices``.
+
+  ``prices`` maps a model name to ($ per 1M prompt tokens, $ per 1M
+  completion tokens). Without a table every call costs 0 (a local model).
+  """
+
+  def __init__(self, prices: Mapping[str, tuple[float, float]] | None = None):
+    self.prices = {m: (float(p), float(c)) for m, (p, c) in (prices or {}).items()}
+    self._lock = threading.Lock()
+    self._entries: dict[str, Entry] = {}
+
+  def __getstate__(self):
+    return {"prices": self.prices, "entries": self.as_dict()}
+
+  def __setstate__(self, state):
+    self.__init__(state["prices"])
+    self._entries = {k: Entry(**v) for k, v in state["entries"].items()}
+
+  def check_priced(self, model: str) -> None:
+    """Fails early when a price table exists but lacks ``model`` (else its cost reads 0)."""
+    if self.prices and model not in self.prices:
+      raise ValueError(f"Ledger prices have no entry for model {model!r} (known: "
+                       f"{sorted(self.prices)}); add {model!r}: ($/1M prompt, $/1M completion)")
+
+  def record(self, model: str, prompt_tokens: int, completion_tokens: int, *,
+             component: str | None = None, cached: bool = False) -> None:
+    """One call; cache hits count as calls of their own and cost nothing."""
+    name = component or current_component()
+    with self._lock:
+      e = self._entries.setdefault(name, Entry())
+      if cached:
+        e.cache_hits += 1
+        return
+      p, c = self.prices.get(model, (0.0, 0.0))
+      e.calls += 1
+      e.prompt_tokens += prompt_tokens
+      e.completion_tokens += completion_tokens
+      e.cost_usd += (prompt_tokens * p + completion_tokens * c) / 1e6
+
+  def as_dict(self) -> dict[str, dict]:
+    """{component: {calls, cache_hits, prompt_tokens, completion_tokens, cost_usd}}."""
+    with self._lock:
+      return {k: dataclasses.asdict(e) for k, e in sorted(self._entries.items())}
+
+  def total(self) -> dict:
+    """The same counters summed over components."""
+    out = dataclasses.asdict(Entry())
+    for row in self.as_dict().values():
+      for k, v in row.items():
+        out[k] += v
+    return out

@@ -1,0 +1,98 @@
+"""The server's OpenAI JSON shapes and errors, raw over HTTP; the CLI as a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+from optimas_jax.llm import SamplingParams
+from optimas_jax.llm.openai_compat import OpenAICompatLLM
+
+
+def call(url, body=None, raw=None):
+  """(status, JSON) of a GET (no body) or POST."""
+  data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+  req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+  opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+  try:
+    with opener.open(req, timeout=60) as resp:
+      return resp.status, json.loads(resp.read())
+  except urllib.error.HTTPError as e:
+    return e.code, json.loads(e.read())
+
+
+def test_openai_response_shapes(server):
+  status, models = call(server.url + "/models")
+  assert status == 200 and models["data"][0]["id"] == "tiny-llama"
+  status, chat = call(server.url + "/chat/completions", {
+      "model": "tiny-llama", "messages": [{"role": "user", "content": [{"type": "text",
+                                                                        "text": "Hi"}]}],
+      "max_tokens": 4, "temperature": 0, "logprobs": True, "n": 2})
+  assert status == 200 and chat["object"] == "chat.completion"
+  assert [c["index"] for c in chat["choices"]] == [0, 1]
+  c = chat["choices"][0]
+  assert c["message"]["role"] == "assistant" and c["finish_reason"] == "length"
+  assert len(c["logprobs"]["content"]) == 4
+  assert chat["usage"]["completion_tokens"] == 8
+  assert chat["usage"]["total_tokens"] == chat["usage"]["prompt_tokens"] + 8
+  status, comp = call(server.url + "/completions", {
+      "model": "tiny-llama", "prompt": ["a", "b"], "max_tokens": 4, "temperature": 0,
+      "logprobs": 1})
+  assert status == 200 and comp["object"] == "text_completion"
+  assert len(comp["choices"]) == 2 and isinstance(comp["choices"][1]["text"], str)
+  assert len(comp["choices"][0]["logprobs"]["token_logprobs"]) == 4
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"messages": []}, "messages"),
+    ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
+    ({"messages": [{"role": "user", "content": 3}]}, "messages[0].content"),
+    ({"temperature": "hot"}, "temperature"),
+    ({"top_p": 0}, "top_p"),
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"stop": [1]}, "stop"),
+    ({"n": 1000}, "n"),
+    ({"stream": True}, "stream"),
+])
+def test_bad_fields_are_400s_naming_the_field(server, body, field):
+  full = {"model": "tiny-llama", "messages": [{"role": "user", "content": "x"}], "max_tokens": 4}
+  status, err = call(server.url + "/chat/completions", {**full, **body})
+  assert status == 400, err
+  assert err["error"]["param"] == field and err["error"]["type"] == "invalid_request_error"
+  assert field.split("[")[0] in err["error"]["message"]
+
+
+def test_other_errors(server):
+  assert call(server.url + "/completions", raw=b"{not json")[0] == 400
+  status, err = call(server.url + "/completions", {"model": "tiny-llama", "prompt": [1, 2]})
+  assert status == 400 and err["error"]["param"] == "prompt"
+  assert call(server.url + "/nowhere", {})[0] == 404
+  assert call(server.url + "/stats")[1]["generated"] == 0
+
+
+def test_cli_subprocess_serves(tmp_path):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  log = tmp_path / "server.log"
+  with open(log, "w") as stderr:
+    proc = subprocess.Popen([sys.executable, "-m", "optimas_jax.serve", "--model=tiny-llama",
+                             "--port=0", "--batch_window_ms=5"], stdout=subprocess.PIPE,
+                            stderr=stderr, text=True, env=env)
+  watchdog = threading.Timer(180, proc.kill)      # a hung start fails the test, not the suite
+  watchdog.start()
+  try:
+    line = proc.stdout.readline()                   # "serving tiny-llama at http://..."
+    assert line.startswith("serving tiny-llama at "), (line, log.read_text()[-2000:])
+    url = line.split(" at ")[1].strip()
+    client = OpenAICompatLLM("tiny-llama", url, cache=tmp_path / "c.sqlite")
+    (g,) = client.generate([[{"role": "user", "content": "Hi"}]], SamplingParams(max_new_tokens=4))
+    assert g.num_tokens == 4 and g.prompt_tokens > 0
+    assert call(url + "/stats")[1]["batches"] == 1
+  finally:
+    watchdog.cancel()
+    proc.terminate()
+    proc.wait(timeout=30)
