@@ -20,7 +20,7 @@ def get_config(arg=None):
   args = set((arg or "").split(","))
   config = common.optimas_config()
   config.task = "geoqa"
-  config.data = dict(train=40, val=24, test=60, seed=0)
+  config.data = dict(train=40, val=16, test=40, seed=0)
   config.system = dict(llm="smollm2-135m-instruct", llm_dtype="float32",
                        writer_temperature=0.7, cache_dir=os.path.expanduser("~/.cache/optimas_jax"))
   config.collect.num_candidates = 4
@@ -34,8 +34,8 @@ def get_config(arg=None):
   config.lrf.buckets = (64, 128, 256)
   config.lrf.groups_per_batch = 8
   config.lrf.max_candidates = 4
-  config.loop.iterations = 8
-  config.loop.examples_per_iteration = 12
+  config.loop.iterations = 6
+  config.loop.examples_per_iteration = 8
   config.loop.selection = "round_robin"
   if "smoke" in args:
     config.data = dict(train=12, val=8, test=12, seed=0)
