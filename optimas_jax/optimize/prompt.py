@@ -45,6 +45,8 @@ def clean_proposal(text: str, max_chars: int = 300) -> str | None:
                 flags=re.I).strip().strip('"\'` ')
   if len(text) < 8 or any(c in text for c in "{}<>#|"):
     return None
+  if re.match(r"^(score|a|answer|step)\s*:", text, flags=re.I):
+    return None   # an echo of the meta-prompt's history, not an instruction
   return text[:max_chars]
 
 

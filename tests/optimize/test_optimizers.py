@@ -125,3 +125,8 @@ def test_selector_strategies_and_cooldown():
 ])
 def test_clean_proposal(raw, want):
   assert prompt.clean_proposal(raw) == want
+
+
+def test_clean_proposal_rejects_echoes_of_the_meta_prompt():
+  assert prompt.clean_proposal("Score: 1.203") is None
+  assert prompt.clean_proposal("A: The top 100 best-selling books") is None
