@@ -42,10 +42,6 @@ from optimas_jax.tasks.base import Task
 METHODS = ("optimas", "optimas_static", "coordinate", "unoptimized")
 
 
-def _jsonable_config(cfg: SystemConfig) -> dict:
-  return {k: v for k, v in cfg.items() if not isinstance(cfg._specs[k], ModelParameters)}
-
-
 @dataclasses.dataclass
 class LoopState:
   """Everything the loop needs to continue, apart from array pytrees."""
@@ -103,7 +99,7 @@ class OptimasLoop:
     self.state.replay = self.replay.state_dict()
     self.state.counters = self.system.counters.snapshot()
     meta = {"loop": dataclasses.asdict(self.state),
-            "config": _jsonable_config(self.config_values)}
+            "config": self.config_values.json_values()}
     checkpoint.save(self.mngr, self.state.iteration, self._arrays(), meta)
 
   def _load(self, mngr, step: int) -> None:
@@ -354,7 +350,7 @@ class OptimasLoop:
         "method": self.config.method, "seed": self.seed, "test": test, "test_extra": extra,
         "val": self.state.val_score, "iterations": self.state.iteration,
         "budget_runs": self.budget_used(), "wall_s": self.state.wall_s,
-        "config": _jsonable_config(self.config_values), "counters": counters,
+        "config": self.config_values.json_values(), "counters": counters,
         "history": self.state.history,
         "cache": None if self.cache is None else {"hits": self.cache.hits,
                                                    "misses": self.cache.misses},

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 

@@ -86,6 +86,11 @@ class SystemConfig(Mapping):
     """A new configuration with some variables replaced; `self` is unchanged."""
     return SystemConfig({**self._values, **values}, self._specs)
 
+  def json_values(self) -> dict:
+    """Every variable except model parameters (those travel as arrays)."""
+    return {k: v for k, v in self._values.items()
+            if not isinstance(self._specs[k], ModelParameters)}
+
   def variable_hash(self, name: str) -> str:
     """A stable content hash of one variable's value (cache keys)."""
     h = hashlib.blake2b(digest_size=12)

@@ -73,3 +73,8 @@ def test_load_rejects_kind_mismatch(tmp_path):
   other = {**SPECS, "reader": osys.Prompt("x")}
   with pytest.raises(ValueError, match="saved as model_choice"):
     osys.SystemConfig.load(tmp_path / "cfg", other)
+
+
+def test_json_values_leave_out_model_parameters():
+  cfg = osys.SystemConfig.defaults(SPECS)
+  assert set(cfg.json_values()) == {"writer", "retriever", "reader"}

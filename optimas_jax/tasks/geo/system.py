@@ -10,7 +10,6 @@ Metric: token F1 of the answer (exact match is reported beside it).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import pathlib
 import re
