@@ -72,7 +72,8 @@ class OptimasLoop:
     self.state = LoopState()
     self.cache = RolloutCache(self.workdir / "rollouts.sqlite") if config.collect.cache else None
     self.collector = PreferenceCollector(self.system, config.collect.num_candidates,
-                                         config.collect.num_rollouts, cache=self.cache)
+                                         config.collect.num_rollouts, cache=self.cache,
+                                         prompt_hints=task.hints)
     self.replay = ReplayBuffer(config.lrf.replay_pairs)
     self.selector = ComponentSelector(list(self.specs), self.lc.selection, self.lc.cooldown,
                                       self.lc.selection_temperature)
@@ -354,7 +355,8 @@ class OptimasLoop:
         "history": self.state.history,
         "cache": None if self.cache is None else {"hits": self.cache.hits,
                                                    "misses": self.cache.misses},
-        "llm_usage": None if self.task.llm is None else self.task.llm.usage.as_dict(),
+        "llm_usage": (self.task.llm_pool.usage() if self.task.llm_pool is not None else
+                      None if self.task.llm is None else self.task.llm.usage.as_dict()),
     }
     self.config_values.save(self.workdir / "final_config")
     (self.workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))

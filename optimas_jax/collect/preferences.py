@@ -17,8 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from optimas_jax.collect.cache import RolloutCache, content_hash
-from optimas_jax.system import (BatchRng, Hyperparameters, ModelChoice, System, SystemConfig,
-                                Trace, derive_seed)
+from optimas_jax.system import (BatchRng, Hyperparameters, ModelChoice, Prompt, System,
+                                SystemConfig, Trace, derive_seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +92,8 @@ class PreferenceCollector:
   """
 
   def __init__(self, system: System, num_candidates: int = 4, num_rollouts: int = 3,
-               mode: str = "auto", cache: RolloutCache | None = None):
+               mode: str = "auto", cache: RolloutCache | None = None,
+               prompt_hints: dict[str, Sequence[str]] | None = None):
     if num_candidates < 2:
       raise ValueError(f"num_candidates must be >= 2 to form pairs, got {num_candidates}")
     if num_rollouts < 1:
@@ -104,12 +105,19 @@ class PreferenceCollector:
     self.num_rollouts = num_rollouts
     self.mode = mode
     self.cache = cache
+    self.prompt_hints = {k: tuple(v) for k, v in (prompt_hints or {}).items()}
 
   def _mode(self, component: str) -> str:
     if self.mode != "auto":
       return self.mode
-    spec = self.system.components[component].variable
-    return "space" if isinstance(spec, (Hyperparameters, ModelChoice)) else "sample"
+    comp = self.system.components[component]
+    if isinstance(comp.variable, (Hyperparameters, ModelChoice)):
+      return "space"
+    if (isinstance(comp.variable, Prompt) and comp.deterministic
+        and self.prompt_hints.get(component)):
+      # A greedy LLM step re-samples to the same text: vary its prompt instead.
+      return "space"
+    return "sample"
 
   # ----------------------------------------------------------- candidates
 
@@ -130,7 +138,8 @@ class PreferenceCollector:
       runs = []
     elif self._mode(component) == "space":
       rng = np.random.default_rng(int(content_hash(round_id, component)[:12], 16))
-      values = _draw_values(spec, config[component], extra, rng)
+      values = _draw_values(spec, config[component], extra, rng,
+                            self.prompt_hints.get(component, ()))
       runs = [(config.override(**{component: v}), f"{round_id}:v{i}") for i, v in enumerate(values)]
     else:
       # All re-samples of all traces go through the component as one batch.
@@ -231,8 +240,15 @@ def _fixed_context(system: System, trace: Trace, rerun: set[str]) -> dict:
   return {k: _key(v) for k, v in trace.context().items() if system.producer.get(k) not in rerun}
 
 
-def _draw_values(spec, current, count: int, rng: np.random.Generator) -> list:
-  """Up to `count` distinct variable values other than `current`."""
+def _draw_values(spec, current, count: int, rng: np.random.Generator,
+                 hints: Sequence[str] = ()) -> list:
+  """Up to `count` distinct variable values other than `current`.
+
+  A prompt's values are the current prompt with one of `hints` appended.
+  """
+  if isinstance(spec, Prompt):
+    others = [f"{current} {h}" for h in hints if h not in current]
+    return [others[i] for i in rng.permutation(len(others))[:count]]
   if isinstance(spec, ModelChoice):
     others = [o for o in spec.options if o != current]
     return [others[i] for i in rng.permutation(len(others))[:count]]

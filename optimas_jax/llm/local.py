@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 from typing import Any, Sequence
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from optimas_jax.llm.base import LLM, Generation, Request, SamplingParams
 from optimas_jax.models import generate as gen_lib
@@ -61,6 +63,52 @@ class LocalLLM(LLM):
     self.usage.add(out)
     return out
 
+  def option_logprobs(self, requests: Sequence[Request], options: Sequence[str],
+                      prefix: str = "") -> np.ndarray:
+    """(B, len(options)) log-likelihood of each option as the start of the reply.
+
+    The reply starts with ``prefix`` (e.g. "Answer:"), then the option's
+    tokens; one forward pass per batch and no decoding, so a small model
+    answers a closed question by likelihood instead of by free text it may
+    not format.
+    """
+    option_ids = [self.tokenizer.encode(o, add_special_tokens=False) for o in options]
+    if not options or any(not o for o in option_ids):
+      raise ValueError(f"options {list(options)}: give non-empty strings")
+    width = max(map(len, option_ids))
+    prompts = self.tokenizer.encode_batch([self.render(r) + prefix for r in requests],
+                                          add_special_tokens=False)
+    room = self.generator.max_context - width
+    rows, starts, targets = [], [], []
+    for p in prompts:
+      p = p[-room:]
+      for o in option_ids:
+        rows.append(p + o)
+        starts.append(len(p) - 1)     # the position whose logits predict the option's 1st token
+        targets.append(o + [0] * (width - len(o)))
+    lengths = [len(o) for o in option_ids] * len(prompts)
+    out = []
+    step = self.generator.max_batch
+    for lo in range(0, len(rows), step):
+      chunk = rows[lo:lo + step]
+      b = gen_lib.bucket_batch(len(chunk))
+      length = gen_lib.bucket_length(max(map(len, chunk)), self.generator.prompt_multiple)
+      ids = np.full((b, length), self.generator.pad_id, np.int32)
+      mask = np.zeros((b, length), np.int32)
+      for i, r in enumerate(chunk):   # right-padded rows
+        ids[i, :len(r)], mask[i, :len(r)] = r, 1
+      pad = b - len(chunk)
+      start = np.array(starts[lo:lo + step] + [0] * pad, np.int32)
+      target = np.array(targets[lo:lo + step] + [[0] * width] * pad, np.int32)
+      valid = np.arange(width)[None] < np.array(lengths[lo:lo + step] + [0] * pad)[:, None]
+      with self.generator._lock:
+        logp = _sequence_logprobs(self.generator.module, self.generator.params, ids, mask,
+                                  start, target, valid)
+      out.append(np.asarray(logp)[: len(chunk)])
+    self.usage.add([Generation("", 0, len(p), "stop") for p in prompts])
+    flat = np.concatenate(out) if out else np.zeros((0,), np.float32)
+    return flat.reshape(len(prompts), len(options))
+
   def _finish(self, c: gen_lib.Completion, params: SamplingParams) -> Generation:
     tokens, logprobs = c.tokens, c.logprobs
     stopped = c.stopped
@@ -77,6 +125,17 @@ class LocalLLM(LLM):
                       finish_reason="stop" if stopped else "length",
                       logprobs=tuple(logprobs) if params.return_logprobs else None,
                       token_ids=tuple(tokens), truncated_prompt_tokens=c.truncated)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _sequence_logprobs(module, params, ids, mask, start, target, valid):
+  """Sum of log p(target[t] | ids[:start + t + 1]) over the valid t of each row."""
+  hidden = module.apply(params, ids, mask, method=module.hidden_states)
+  positions = start[:, None] + jnp.arange(target.shape[1])[None]
+  at = jnp.take_along_axis(hidden, jnp.minimum(positions, ids.shape[1] - 1)[..., None], axis=1)
+  logp = jax.nn.log_softmax(module.apply(params, at, method=module.project), axis=-1)
+  picked = jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
+  return jnp.where(valid, picked, 0.0).sum(axis=1)
 
 
 @functools.lru_cache(maxsize=4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Sequence
 
+from optimas_jax.llm import ledger
 from optimas_jax.system import variables
 from optimas_jax.system.counters import Counters
 from optimas_jax.system.execution import ExampleFailure, RetryPolicy, call_with_retries
@@ -82,8 +83,10 @@ def execute(component: Component, inputs: Sequence[dict], variable, rng: BatchRn
     counters.add(component.name, retries=1)
 
   def run_batch(batch, batch_rng):
-    return list(call_with_retries(lambda: component.call(batch, variable, batch_rng),
-                                  component.retry, count_retry))
+    # LLM backends bill their calls to the component named here (llm.ledger).
+    with ledger.component(component.name):
+      return list(call_with_retries(lambda: component.call(batch, variable, batch_rng),
+                                    component.retry, count_retry))
 
   try:
     raw = run_batch(list(inputs), rng)

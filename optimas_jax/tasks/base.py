@@ -34,3 +34,4 @@ class Task:
   complete: Callable | None = None               # (prompts, seed) -> texts, for OPRO
   extra_metrics: dict[str, Callable] = dataclasses.field(default_factory=dict)
   llm: Any = None                                # for token counters
+  llm_pool: Any = None                           # llm.factory.LLMPool: usage and cost per component

@@ -6,6 +6,9 @@ import importlib
 
 TASKS = {
     "geoqa": "optimas_jax.tasks.geo.task:build",
+    "amazon": "optimas_jax.tasks.amazon.task:build",
+    "pubmedqa": "optimas_jax.tasks.pubmedqa.task:build",
+    "hotpotqa": "optimas_jax.tasks.hotpotqa.task:build",
 }
 
 

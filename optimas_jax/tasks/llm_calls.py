@@ -1,0 +1,35 @@
+"""How task components call an LLM: a batch of chats, one key per batch rng."""
+
+from __future__ import annotations
+
+import jax
+
+from optimas_jax.llm.base import SamplingParams
+from optimas_jax.system import BatchRng, derive_seed
+
+
+def chat(llm, system_prompt: str, users: list[str], max_new_tokens: int,
+         temperature: float, rng: BatchRng | None = None) -> list[str]:
+  """One reply per user message, under `system_prompt`; greedy when temperature is 0."""
+  if llm is None:
+    raise RuntimeError("this component needs an LLM, but none was configured (config.llm)")
+  requests = [[{"role": "system", "content": system_prompt}, {"role": "user", "content": u}]
+              for u in users]
+  params = SamplingParams(temperature=temperature, top_p=0.95 if temperature > 0 else 1.0,
+                          max_new_tokens=max_new_tokens)
+  key = None
+  if temperature > 0:
+    if rng is None:
+      raise ValueError("sampling (temperature > 0) needs the component's BatchRng")
+    key = jax.random.key(derive_seed(*rng.seeds) & 0x7FFFFFFF)
+  return [g.text.strip() for g in llm.generate(requests, params, key)]
+
+
+def completer(llm, max_new_tokens: int = 64):
+  """(prompts, seed) -> texts: the prompt optimizer's proposal LLM (Task.complete)."""
+  def complete(prompts, seed):
+    gens = llm.generate(list(prompts), SamplingParams(temperature=0.9, top_p=0.95,
+                                                      max_new_tokens=max_new_tokens),
+                        jax.random.key(seed & 0x7FFFFFFF))
+    return [g.text for g in gens]
+  return complete
