@@ -38,7 +38,7 @@ def get_config(arg=None):
   config.system = dict(
       context_models=(LOCAL_LLM, "minilm-extract"),
       solver_models=(LOCAL_LLM, LOCAL_LLM + ":choice"),
-      analyst_tokens=96, solver_tokens=48,
+      analyst_tokens=64, solver_tokens=32,
       analyst_temperature=0.0,           # reference: 0 (greedy) for both LLM steps
       proposer="",                       # prompt-proposal LLM ("" = config.llm.model)
       cache_dir=os.path.expanduser("~/.cache/optimas_jax"))

@@ -27,6 +27,11 @@ _WORD = re.compile(r"[a-z0-9]+")
 
 DECIDER_PROMPT = ("You recommend the next product a shopper will click. Reply with the number "
                   "(1-4) of the most likely candidate.")
+DECIDER_HINTS = (
+    "Shoppers usually continue with the same kind of product they viewed last.",
+    "Prefer the candidate that shares brand or product type with the recent items.",
+    "Trust the profiler's first candidate unless another clearly matches better.",
+)
 
 
 def words(text: str) -> set[str]:

@@ -26,5 +26,6 @@ def build(config) -> Task:
       apply=lambda params, feats: amazon.ProfilerPolicy().apply({"params": params}, feats),
       render=amazon.make_render(embedder))}
   return Task(system=system, splits=splits, policies=policies, llm=llm, llm_pool=pool,
+              hints={"next_item_decider": amazon.DECIDER_HINTS} if llm is not None else {},
               complete=llm_calls.completer(llm) if llm is not None else None)
 
