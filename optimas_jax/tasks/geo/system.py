@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optimas_jax import system as osys
-from optimas_jax.tasks import metrics
+from optimas_jax.tasks import llm_calls, metrics
 from optimas_jax.tasks.geo import data, readers
 
 WRITER_PROMPT = "Rewrite the question as a short search query."
@@ -124,14 +124,7 @@ def load_resources(llm=None, cache_dir: str | None = None) -> Resources:
 
 def _chat(res: Resources, system_prompt: str, users: list[str], max_new_tokens: int,
           temperature: float, rng: osys.BatchRng) -> list[str]:
-  from optimas_jax.llm.base import SamplingParams
-  if res.llm is None:
-    raise RuntimeError("this component needs an LLM, but Resources.llm is None")
-  requests = [[{"role": "system", "content": system_prompt}, {"role": "user", "content": u}]
-              for u in users]
-  params = SamplingParams(temperature=temperature, top_p=0.95, max_new_tokens=max_new_tokens)
-  key = jax.random.key(osys.derive_seed(*rng.seeds) & 0x7FFFFFFF)
-  return [g.text.strip() for g in res.llm.generate(requests, params, key)]
+  return llm_calls.chat(res.llm, system_prompt, users, max_new_tokens, temperature, rng)
 
 
 def selector_features(res: Resources, inputs) -> tuple[np.ndarray, np.ndarray]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
+from optimas_jax.tasks import llm_calls
 from optimas_jax.tasks.base import PolicyAdapter, Task
 from optimas_jax.tasks.geo import data
 from optimas_jax.tasks.geo import system as geo
@@ -20,17 +20,10 @@ def build(config) -> Task:
   splits = data.make_splits({"train": config.data.train, "val": config.data.val,
                              "test": config.data.test}, config.data.seed)
 
-  def complete(prompts, seed):
-    from optimas_jax.llm.base import SamplingParams
-    outs = llm.generate(list(prompts), SamplingParams(temperature=0.9, top_p=0.95,
-                                                      max_new_tokens=32),
-                        jax.random.key(seed & 0x7FFFFFFF))
-    return [g.text for g in outs]
-
   policies = {"evidence_selector": PolicyAdapter(
       features=lambda inputs: geo.selector_features(res, inputs),
       apply=lambda params, feats: geo.SelectorPolicy().apply({"params": params}, feats),
       render=geo.render_selection)}
   return Task(system=system, splits=splits, hints={"query_writer": geo.WRITER_HINTS},
-              policies=policies, complete=complete if llm is not None else None,
+              policies=policies, complete=llm_calls.completer(llm, 32) if llm is not None else None,
               extra_metrics={"exact_match": geo.exact_match}, llm=llm)
