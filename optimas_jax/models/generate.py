@@ -129,8 +129,10 @@ class Generator:
 
   def __init__(self, module: llama.LlamaDecoder, params, pad_id: int, *,
                prompt_multiple: int = 64, max_batch: int = 32,
-               max_context: int | None = None, max_traces: int | None = None):
+               max_context: int | None = None, max_traces: int | None = None,
+               max_batch_tokens: int = 16384):
     self.module, self.params, self.pad_id = module, params, int(pad_id)
+    self.max_batch_tokens = max_batch_tokens
     self.prompt_multiple, self.max_batch = prompt_multiple, max_batch
     self.max_context = min(max_context or module.config.max_position_embeddings,
                            module.config.max_position_embeddings)
@@ -161,10 +163,15 @@ class Generator:
     row_stops = [list(s) for s in stop_ids] if per_row else [list(stop_ids)] * len(rows)
     if len(row_stops) != len(rows):
       raise ValueError(f"{len(row_stops)} stop-id lists for {len(rows)} prompts")
+    # Long prompts run in smaller batches: attention memory grows with batch x length^2
+    # (32 rows of 2,000 tokens need ~20 GB on CPU).
+    longest = min(bucket_length(max(map(len, rows), default=1), self.prompt_multiple),
+                  self.max_context) + max_new_tokens
+    step = max(1, min(self.max_batch, self.max_batch_tokens // longest))
     out = []
-    for lo in range(0, len(rows), self.max_batch):
-      chunk_rng = jax.random.fold_in(rng, lo // self.max_batch)
-      out += self._chunk(rows[lo:lo + self.max_batch], row_stops[lo:lo + self.max_batch],
+    for lo in range(0, len(rows), step):
+      chunk_rng = jax.random.fold_in(rng, lo // step)
+      out += self._chunk(rows[lo:lo + step], row_stops[lo:lo + step],
                          max_new_tokens, temperature, top_p, chunk_rng)
     return out
 

@@ -118,3 +118,17 @@ def test_bfloat16_generation_runs(tiny):
 def test_bucket_helpers():
   assert [generate.bucket_batch(n) for n in (1, 2, 3, 5, 32, 33)] == [1, 2, 4, 8, 32, 64]
   assert [generate.bucket_length(n, 64) for n in (0, 1, 64, 65)] == [64, 64, 64, 128]
+
+
+def test_long_prompts_run_in_smaller_batches_with_the_same_greedy_tokens(tiny):
+  module, params = tiny
+  prompts = [[5 + i, 6, 7, 8, 9, 10, 11] for i in range(6)]
+  whole = generate.Generator(module, params, pad_id=0, prompt_multiple=16)
+  small = generate.Generator(module, params, pad_id=0, prompt_multiple=16, max_batch_tokens=40)
+  calls = []
+  chunk = small._chunk
+  small._chunk = lambda rows, *a: calls.append(len(rows)) or chunk(rows, *a)
+  a = whole.generate_ids(prompts, max_new_tokens=4)
+  b = small.generate_ids(prompts, max_new_tokens=4)
+  assert calls == [2, 2, 2]          # 40 tokens // (16-token bucket + 4 new) = 2 rows a batch
+  assert [c.tokens for c in a] == [c.tokens for c in b]

@@ -94,7 +94,7 @@ def test_amazon_smoke_run_on_real_data(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "optimas_jax.main",
                          "--config=experiments/amazon.py:smoke", f"--config.data.path={DATA}",
                          f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
-                        timeout=900)
+                        timeout=1800)
   assert proc.returncode == 0, proc.stderr[-3000:]
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert summary["iterations"] == 3 and summary["test_extra"]["failed"] == 0

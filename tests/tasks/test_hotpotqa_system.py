@@ -52,7 +52,7 @@ def test_hotpotqa_smoke_run_on_real_data(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "optimas_jax.main",
                          "--config=experiments/hotpotqa.py:smoke", f"--config.data.path={DATA}",
                          f"--workdir={tmp_path}", "--config.llm.model=tiny-llama"], cwd=ROOT,
-                        capture_output=True, text=True, timeout=900)
+                        capture_output=True, text=True, timeout=1800)
   assert proc.returncode == 0, proc.stderr[-3000:]
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert summary["iterations"] == 2 and summary["test_extra"]["failed"] == 0

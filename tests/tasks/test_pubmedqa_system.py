@@ -70,7 +70,7 @@ def test_pubmedqa_smoke_run_on_real_data(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "optimas_jax.main",
                          "--config=experiments/pubmedqa.py:smoke", f"--config.data.path={DATA}",
                          f"--workdir={tmp_path}", *tiny], cwd=ROOT, capture_output=True,
-                        text=True, timeout=900)
+                        text=True, timeout=1800)
   assert proc.returncode == 0, proc.stderr[-3000:]
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert summary["iterations"] == 2 and 0.0 <= summary["test"] <= 1.0
