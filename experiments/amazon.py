@@ -31,13 +31,7 @@ def get_config(arg=None):
   config.collect.num_candidates = 4
   config.collect.num_rollouts = 1        # every component is deterministic
   config.collect.initial_examples = 60
-  config.lrf.backbone = "minilm"
-  config.lrf.trainable = "top"
-  config.lrf.top_layers = 1
-  config.lrf.max_len = 512           # the whole session focus, candidates and ranking
-  config.lrf.buckets = (256, 384, 512)
-  config.lrf.groups_per_batch = 8
-  config.lrf.max_candidates = 4
+  common.use_minilm_lrf(config, max_len=512, buckets=(256, 384, 512))
   config.lrf.initial_epochs = 8
   config.loop.iterations = 9
   config.loop.examples_per_iteration = 40

@@ -60,3 +60,14 @@ def optimas_config() -> ml_collections.ConfigDict:
       perturb_scale=0.3,             # coordinate search's parameter perturbation
   ))
   return config
+
+
+def use_minilm_lrf(config, max_len: int, buckets: tuple[int, ...]) -> None:
+  """The task experiments' LRF: MiniLM with its top layer trained, groups of up to 4."""
+  config.lrf.backbone = "minilm"
+  config.lrf.trainable = "top"
+  config.lrf.top_layers = 1
+  config.lrf.max_len = max_len
+  config.lrf.buckets = buckets
+  config.lrf.groups_per_batch = 8
+  config.lrf.max_candidates = 4

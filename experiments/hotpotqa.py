@@ -35,14 +35,8 @@ def get_config(arg=None):
   config.collect.num_candidates = 3
   config.collect.num_rollouts = 1
   config.collect.initial_examples = 8
-  config.lrf.backbone = "minilm"
-  config.lrf.trainable = "top"
-  config.lrf.top_layers = 1
+  common.use_minilm_lrf(config, max_len=384, buckets=(128, 256, 384))
   config.lrf.list_items = "first_sentence"
-  config.lrf.max_len = 384
-  config.lrf.buckets = (128, 256, 384)
-  config.lrf.groups_per_batch = 8
-  config.lrf.max_candidates = 4
   config.loop.iterations = 5
   config.loop.examples_per_iteration = 8
   config.loop.selection = "round_robin"

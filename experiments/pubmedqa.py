@@ -45,13 +45,7 @@ def get_config(arg=None):
   config.collect.num_candidates = 3
   config.collect.num_rollouts = 1        # greedy steps: one rollout is exact
   config.collect.initial_examples = 12
-  config.lrf.backbone = "minilm"
-  config.lrf.trainable = "top"
-  config.lrf.top_layers = 1
-  config.lrf.max_len = 384
-  config.lrf.buckets = (128, 256, 384)
-  config.lrf.groups_per_batch = 8
-  config.lrf.max_candidates = 4
+  common.use_minilm_lrf(config, max_len=384, buckets=(128, 256, 384))
   config.loop.iterations = 4
   config.loop.examples_per_iteration = 12
   config.loop.selection = "round_robin"
