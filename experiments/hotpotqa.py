@@ -35,7 +35,8 @@ def get_config(arg=None):
   config.collect.num_candidates = 3
   config.collect.num_rollouts = 1
   config.collect.initial_examples = 8
-  common.use_minilm_lrf(config, max_len=384, buckets=(128, 256, 384))
+  # k=10 retrievals render to ~410 tokens even as first sentences; MiniLM reads 512.
+  common.use_minilm_lrf(config, max_len=512, buckets=(128, 256, 384, 512))
   config.lrf.list_items = "first_sentence"
   config.loop.iterations = 5
   config.loop.examples_per_iteration = 8

@@ -52,6 +52,18 @@ def test_features_prefer_the_candidate_like_the_session():
   assert int(np.argmax(feats[0, :, 5])) == 1          # best single-item similarity
 
 
+def test_untrained_profiler_ranks_by_pooled_cosine():
+  # The policy starts as the zero-training cosine ranker (feature 0) and can move away from it.
+  rng = np.random.default_rng(0)
+  feats = rng.normal(size=(5, 4, amazon.NUM_FEATURES)).astype(np.float32)
+  params = amazon.init_profiler(3)
+  logits = np.asarray(amazon.profiler_logits(params, feats))
+  np.testing.assert_allclose(logits - logits[..., :1], 10 * (feats[..., 0] - feats[..., :1, 0]),
+                             rtol=1e-5, atol=1e-5)
+  moved = {**params, "Dense_2": {**params["Dense_2"], "kernel": params["Dense_2"]["kernel"] + 1}}
+  assert not np.allclose(np.asarray(amazon.profiler_logits(moved, feats)), logits)
+
+
 def test_decider_rules_on_a_real_ranking():
   system, cfg = _system()
   for rule in ("ranking", "similarity", "borda"):

@@ -52,14 +52,25 @@ def pooling_weights(n: int, hp: dict) -> np.ndarray:
 
 
 class ProfilerPolicy(nn.Module):
-  """Scores each candidate from its features: (B, K, F) -> (B, K)."""
+  """Scores each candidate from its features: (B, K, F) -> (B, K).
+
+  A linear term plus a small tanh MLP. At init the linear term is
+  `prior_scale` times feature 0 (cosine to the analyzer's pooled session) and
+  the MLP's output layer is zero, so the untrained policy is the zero-training
+  cosine ranker the issue names as the baseline, and its Gumbel proposals
+  explore around it; training moves it from there.
+  """
 
   hidden: int = 8
+  prior_scale: float = 10.0
 
   @nn.compact
   def __call__(self, features):
+    def prior_init(key, shape, dtype=jnp.float32):
+      return jnp.zeros(shape, dtype).at[0, 0].set(self.prior_scale)
+    linear = nn.Dense(1, kernel_init=prior_init)(features)[..., 0]
     h = nn.tanh(nn.Dense(self.hidden, kernel_init=nn.initializers.normal(0.3))(features))
-    return nn.Dense(1, kernel_init=nn.initializers.normal(0.3))(h)[..., 0]
+    return linear + nn.Dense(1, kernel_init=nn.initializers.zeros)(h)[..., 0]
 
 
 def init_profiler(seed: int) -> dict:
