@@ -92,7 +92,7 @@ class OptimasLoop:
     arrays: dict[str, Any] = {"params": {n: self.config_values[n] for n, s in self.specs.items()
                                          if isinstance(s, ModelParameters)}}
     if self.rewards is not None:
-      arrays["lrf"] = self.rewards.state
+      arrays["lrf"] = self.rewards.checkpoint_arrays()
     return arrays
 
   def save(self) -> None:
@@ -101,6 +101,8 @@ class OptimasLoop:
     self.state.counters = self.system.counters.snapshot()
     meta = {"loop": dataclasses.asdict(self.state),
             "config": self.config_values.json_values()}
+    if self.rewards is not None:
+      meta["lrf_frozen_digest"] = self.rewards.frozen_digest()
     checkpoint.save(self.mngr, self.state.iteration, self._arrays(), meta)
 
   def _load(self, mngr, step: int) -> None:
@@ -108,8 +110,7 @@ class OptimasLoop:
     values = {**meta["config"], **arrays["params"]}
     self.config_values = SystemConfig(values, self.specs)
     if self.rewards is not None and "lrf" in arrays:
-      self.rewards.state = arrays["lrf"]
-      self.rewards._sync_scorer()
+      self.rewards.restore_arrays(arrays["lrf"], meta.get("lrf_frozen_digest"))
     self.state = LoopState(**meta["loop"])
     self.selector.load_state_dict(self.state.selector)
     self.replay = ReplayBuffer.from_state_dict(self.state.replay)

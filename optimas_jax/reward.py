@@ -8,6 +8,7 @@ pairwise accuracy on fresh pairs (the live local-global alignment).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Sequence
 
@@ -66,7 +67,40 @@ class LocalRewards:
     self.scorer = Scorer(self.lrf, self.encoder, cfg.buckets, batch_rows=self.SCORE_ROWS,
                          activations=self.trainer.cache)
     self.seed = seed
+    self._frozen_digest: str | None = None
     self._sync_scorer()
+
+  # ------------------------------------------------------- checkpoints
+
+  def checkpoint_arrays(self) -> dict:
+    """What a loop checkpoint keeps of the LRF: step, trained part, optimizer.
+
+    The frozen backbone (~90 MB for MiniLM, once per kept step) is not saved:
+    a resumed run reloads it from config.lrf.backbone, and `frozen_digest`
+    (saved beside) proves it is the same.
+    """
+    return {"step": self.state.step, "trainable": self.state.trainable,
+            "opt_state": self.state.opt_state}
+
+  def restore_arrays(self, arrays: dict, frozen_digest: str | None) -> None:
+    if frozen_digest is not None and frozen_digest != self.frozen_digest():
+      raise ValueError(
+          "the checkpoint's LRF was trained on top of different frozen weights than "
+          f"config.lrf.backbone={self.cfg.backbone!r} (dtype {self.cfg.dtype}) gives now; "
+          "resume with the run's original config.lrf, or start a new workdir")
+    self.state = self.state.replace(**arrays)
+    self._sync_scorer()
+
+  def frozen_digest(self) -> str:
+    """Hash of the frozen weights' names, shapes, dtypes and values."""
+    if self._frozen_digest is None:
+      h = hashlib.blake2b(digest_size=16)
+      for path, leaf in jax.tree_util.tree_flatten_with_path(self.state.frozen)[0]:
+        a = np.asarray(jax.device_get(leaf))
+        h.update(f"{jax.tree_util.keystr(path)}:{a.dtype}:{a.shape}".encode())
+        h.update(a.tobytes())
+      self._frozen_digest = h.hexdigest()
+    return self._frozen_digest
 
   # ------------------------------------------------------------- text
 

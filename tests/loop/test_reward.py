@@ -3,7 +3,9 @@
 import pathlib
 import sys
 
+import jax
 import numpy as np
+import pytest
 
 from optimas_jax.collect.preferences import PreferenceGroup
 from optimas_jax.reward import LocalRewards, render_value
@@ -64,3 +66,21 @@ def test_training_raises_pairwise_accuracy_on_held_out_groups():
   assert after > max(before, 0.75), (before, after)
   # Scores follow the trained params: the version (step) keys the score memo.
   assert int(r.state.step) == stats["steps"]
+
+
+def test_checkpoint_arrays_leave_out_the_frozen_backbone_and_restore_exactly():
+  cfg = _cfg()
+  r = LocalRewards(cfg, [("pick", "Pick the colour of the input.")], seed=0)
+  r.train(_groups(16), epochs=2, tag="t")
+  saved = jax.tree.map(np.asarray, r.checkpoint_arrays())
+  assert "frozen" not in saved and jax.tree.leaves(r.state.frozen)
+  held = [("pick", g.inputs, c) for g in _groups(4, 1) for c in g.candidates]
+  want = r.score_many(held)
+
+  fresh = LocalRewards(cfg, [("pick", "Pick the colour of the input.")], seed=0)
+  assert not np.allclose(fresh.score_many(held), want)          # untrained differs
+  fresh.restore_arrays(saved, r.frozen_digest())
+  np.testing.assert_allclose(fresh.score_many(held), want, rtol=1e-5, atol=1e-6)
+  assert int(fresh.state.step) == int(r.state.step)
+  with pytest.raises(ValueError, match="config.lrf.backbone"):
+    fresh.restore_arrays(saved, "0" * 32)
