@@ -57,7 +57,7 @@ class ProfilerPolicy(nn.Module):
   A linear term plus a small tanh MLP. At init the linear term is
   `prior_scale` times feature 0 (cosine to the analyzer's pooled session) and
   the MLP's output layer is zero, so the untrained policy is the zero-training
-  cosine ranker the issue names as the baseline, and its Gumbel proposals
+  cosine ranker (the usual baseline on this task), and its Gumbel proposals
   explore around it; training moves it from there.
   """
 
