@@ -22,7 +22,7 @@ from optimas_jax.llm import factory  # noqa: E402
 
 
 def get_config(arg=None):
-  args = set((arg or "").split(","))
+  args = common.parse_args(arg, ('api', 'smoke'), "experiments/amazon.py")
   config = common.optimas_config()
   config.task = "amazon"
   config.data = dict(name="amazon", path="", on_error="raise")

@@ -5,6 +5,16 @@ import ml_collections
 from optimas_jax.lrf.config import default_lrf_config
 
 
+def parse_args(arg, known: tuple[str, ...], file: str) -> set[str]:
+  """The comma-separated `:args` of an experiment file; unknown ones are an error."""
+  args = {a for a in (arg or "").split(",") if a}
+  unknown = sorted(args - set(known))
+  if unknown:
+    raise ValueError(f"{file}: unknown config arg(s) {unknown}; known: {sorted(known)} "
+                     f"(e.g. --config={file}:{known[0]})")
+  return args
+
+
 def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.job = ""
@@ -43,10 +53,15 @@ def optimas_config() -> ml_collections.ConfigDict:
       selection="uniform",           # uniform (paper) | gap_softmax (reference) | round_robin
       selection_temperature=1.0,
       cooldown=1,
-      val_repeats=1,
-      min_gain=1e-9,                 # keep an update only if validation improves
+      val_repeats=0,                 # 0: 1 pass if the system is deterministic, else 2
+      # The gate (loop/gate.py): paired on the validation examples.
+      gate="paired_bootstrap",       # paired_bootstrap | sign | mean
+      gate_confidence=0.9,
+      gate_resamples=2000,
+      min_gain=1e-9,                 # and the mean must improve by at least this
       test_repeats=1,
-      budget_runs=0,                 # stop at this many system runs (0: no cap)
+      budget_runs=0,                 # stop exactly at this many system runs (0: no cap)
+      monitor_alignment=False,       # static LRF: measure alignment on fresh pairs (unbudgeted)
   ))
 
   config.optimizers = ml_collections.ConfigDict(dict(

@@ -15,5 +15,6 @@ import common  # noqa: E402  (config files are loaded by path, not as a package)
 def get_config(arg=None):
   config = common.base_config()
   config.job = "core_demo"
-  config.num_examples = 20 if arg == "smoke" else 150
+  args = common.parse_args(arg, ("smoke",), "experiments/core_demo.py")
+  config.num_examples = 20 if "smoke" in args else 150
   return config

@@ -17,7 +17,7 @@ import common  # noqa: E402  (config files are loaded by path, not as a package)
 
 
 def get_config(arg=None):
-  args = set((arg or "").split(","))
+  args = common.parse_args(arg, ('smoke', 'tools'), "experiments/geoqa.py")
   config = common.optimas_config()
   config.task = "geoqa"
   config.data = dict(train=40, val=16, test=40, seed=0)

@@ -23,7 +23,7 @@ from optimas_jax.llm import factory  # noqa: E402
 
 
 def get_config(arg=None):
-  args = set((arg or "").split(","))
+  args = common.parse_args(arg, ('api', 'smoke'), "experiments/hotpotqa.py")
   config = common.optimas_config()
   config.task = "hotpotqa"
   config.data = dict(name="hotpotqa", path="", on_error="raise", train_fraction=0.3,

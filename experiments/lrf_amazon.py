@@ -41,5 +41,6 @@ def get_config(arg=None):
     c.lrf.log_every = 1
     c.lrf.checkpoint_every = 2
   elif arg:
-    raise ValueError(f"experiments/lrf_amazon.py: unknown arg {arg!r}; use ':smoke' or none")
+    raise ValueError(f"experiments/lrf_amazon.py: unknown config arg(s) [{arg!r}]; "
+                     "known: ['smoke'] (e.g. --config=experiments/lrf_amazon.py:smoke)")
   return c

@@ -29,7 +29,7 @@ API_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo-0125", "gpt-4-turbo",
 
 
 def get_config(arg=None):
-  args = set((arg or "").split(","))
+  args = common.parse_args(arg, ('api', 'smoke'), "experiments/pubmedqa.py")
   config = common.optimas_config()
   config.task = "pubmedqa"
   config.data = dict(name="pubmedqa", path="", on_error="raise",

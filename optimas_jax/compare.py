@@ -3,10 +3,10 @@
   python -m optimas_jax.compare --config=experiments/geoqa.py --workdir=runs/compare --seeds=0,1,2
 
 For each seed, Optimas runs first; its spend of system runs (full plus
-partial re-runs) becomes the budget of Optimas-static and coordinate search,
-so every method gets the same number of system runs. Each (method, seed) is
-its own resumable workdir, so an interrupted comparison continues where it
-stopped.
+partial runs, system/counters.py) becomes the cap of every other iterating
+method, which then runs until the cap stops it, exactly at the cap, inside
+an iteration if need be. Each (method, seed) is its own resumable workdir,
+so an interrupted comparison continues where it stopped.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from optimas_jax import loop
+from optimas_jax import jobs
+from optimas_jax.loop import METHODS, OptimasLoop
+from optimas_jax.metrics_log import MetricsLog
 from optimas_jax.runtime import QuietLibraries, enable_compilation_cache
 from optimas_jax.tasks import registry
 
@@ -31,22 +33,40 @@ _METHODS = flags.DEFINE_list("methods", ["unoptimized", "coordinate", "optimas_s
                              "Methods to compare; optimas always runs first to set the budget.")
 flags.mark_flags_as_required(["config", "workdir"])
 
+# A capped method gets this many times Optimas's iterations: the budget, not
+# the iteration count, is what ends it.
+ITERATIONS_FACTOR = 20
+
+
+def method_configs(config, seed: int, methods, budget: int | None):
+  """(method, config) pairs of one seed; capped methods get Optimas's budget."""
+  out = []
+  for method in methods:
+    cfg = copy.deepcopy(config)
+    with cfg.unlocked():
+      cfg.seed = int(seed)
+      cfg.method = method
+      if method != "optimas" and METHODS[method].iterates and budget is not None:
+        cfg.loop.budget_runs = budget
+        cfg.loop.iterations = config.loop.iterations * ITERATIONS_FACTOR
+    jobs.validate(cfg)
+    out.append((method, cfg))
+  return out
+
 
 def run_all(config, root: pathlib.Path, seeds, methods) -> list[dict]:
+  unknown = [m for m in methods if m not in METHODS]
+  if unknown:
+    raise ValueError(f"--methods: unknown {unknown}; choose from {sorted(METHODS)}")
+  ordered = ["optimas"] + [m for m in methods if m != "optimas"]
+  for seed in seeds:                      # every config is checked before any model loads
+    method_configs(config, seed, ordered, budget=0)
   results = []
   task = None
   for seed in seeds:
     budget = None
-    for method in ["optimas"] + [m for m in methods if m != "optimas"]:
-      if method not in methods and method != "optimas":
-        continue
-      cfg = copy.deepcopy(config)
-      with cfg.unlocked():
-        cfg.seed = int(seed)
-        cfg.method = method
-        if method in ("coordinate", "optimas_static") and budget is not None:
-          cfg.loop.budget_runs = budget
-          cfg.loop.iterations = config.loop.iterations * 4   # the budget ends it
+    for method in ordered:
+      (_, cfg), = method_configs(config, seed, [method], budget)
       workdir = root / f"{method}-seed{seed}"
       workdir.mkdir(parents=True, exist_ok=True)
       summary_path = workdir / "summary.json"
@@ -55,46 +75,66 @@ def run_all(config, root: pathlib.Path, seeds, methods) -> list[dict]:
       else:
         task = task or registry.build(cfg)
         # One task (models, indexes) serves every run; its counters start afresh.
-        task.system.counters.restore({"system_runs": 0, "partial_runs": 0, "components": {}})
-        if task.llm is not None:
-          task.llm.usage = type(task.llm.usage)()
-        summary = loop.OptimasLoop(task, cfg, str(workdir)).run()
+        task.system.counters.reset()
+        task.reset_usage()
+        summary = OptimasLoop(task, cfg, str(workdir)).run()
       if method == "optimas":
         budget = summary["budget_runs"]
-      results.append(summary | {"workdir": str(workdir)})
+      if method in methods:
+        results.append(summary | {"workdir": str(workdir)})
       logging.info("%s seed %s: test %.3f val %.3f runs %d", method, seed, summary["test"],
                    summary["val"], summary["budget_runs"])
   return results
 
 
+def _records(workdir: str) -> list[dict]:
+  return MetricsLog(pathlib.Path(workdir) / "metrics.jsonl").records()
+
+
 def _alignment(workdir: str) -> dict[str, float]:
   per: dict[str, list] = {}
-  for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines():
-    r = json.loads(line)
+  for r in _records(workdir):
     if r.get("event") == "iteration" and r.get("alignment") is not None:
       per.setdefault(r["component"], []).append(r["alignment"])
   return {c: float(np.mean(v)) for c, v in per.items()}
 
 
-def write_report(results: list[dict], root: pathlib.Path, command: str) -> str:
+def budget_spread(results: list[dict]) -> float:
+  """Largest relative gap between the budgets of the iterating methods of one seed."""
+  spread = 0.0
+  for seed in {r["seed"] for r in results}:
+    runs = [r["budget_runs"] for r in results
+            if r["seed"] == seed and METHODS[r["method"]].iterates]
+    if runs and max(runs):
+      spread = max(spread, (max(runs) - min(runs)) / max(runs))
+  return spread
+
+
+def write_report(results: list[dict], root: pathlib.Path, command: str, task: str) -> str:
   methods = list(dict.fromkeys(r["method"] for r in results))
-  lines = ["# GeoQA: Optimas against baselines at equal budget", "",
+  lines = [f"# {task}: Optimas against baselines at equal budget", "",
            f"Command: `{command}`", "",
-           "| method | test F1 (mean ± std) | test EM | system runs | wall s | seeds |",
-           "|---|---|---|---|---|---|"]
+           "| method | test (mean ± std) | test EM | system runs (mean, min-max) | "
+           "accepted changes | wall s | seeds |",
+           "|---|---|---|---|---|---|---|"]
   for m in methods:
     rs = [r for r in results if r["method"] == m]
-    f1 = np.array([r["test"] for r in rs])
+    test = np.array([r["test"] for r in rs])
     em = np.array([r["test_extra"].get("exact_match", np.nan) for r in rs])
-    lines.append(f"| {m} | {f1.mean():.3f} ± {f1.std():.3f} | {np.nanmean(em):.3f} | "
-                 f"{np.mean([r['budget_runs'] for r in rs]):.0f} | "
+    runs = [r["budget_runs"] for r in rs]
+    accepted = np.mean([sum(h["accepted"] for h in r["history"]) for r in rs])
+    lines.append(f"| {m} | {test.mean():.3f} ± {test.std():.3f} | "
+                 f"{np.nanmean(em) if np.isfinite(em).any() else float('nan'):.3f} | "
+                 f"{np.mean(runs):.0f} ({min(runs)}-{max(runs)}) | {accepted:.1f} | "
                  f"{np.mean([r['wall_s'] for r in rs]):.0f} | {len(rs)} |")
-  lines += ["", "LRF alignment (pairwise accuracy on fresh pairs, before each online update):", ""]
+  lines += ["", f"Budgets of the iterating methods differ by at most "
+            f"{100 * budget_spread(results):.2f}% within a seed.", "",
+            "LRF alignment (pairwise accuracy on fresh pairs, before each online update):", ""]
   for r in results:
-    if r["method"].startswith("optimas"):
-      al = _alignment(r["workdir"])
+    if METHODS[r["method"]].adapts_lrf:
+      alignment = _alignment(r["workdir"])
       lines.append(f"- {r['method']} seed {r['seed']}: " +
-                   ", ".join(f"{c} {v:.2f}" for c, v in sorted(al.items())))
+                   ", ".join(f"{c} {v:.2f}" for c, v in sorted(alignment.items())))
   lines += ["", "Final configurations:", ""]
   for r in results:
     lines.append(f"- {r['method']} seed {r['seed']}: `{json.dumps(r['config'])}`")
@@ -110,9 +150,7 @@ def plot(results: list[dict], root: pathlib.Path) -> pathlib.Path:
   fig, ax = plt.subplots(figsize=(6, 4))
   colors = {}
   for r in results:
-    xs, ys = [0], [r["history"][0]["val"] if r["history"] else r["val"]]
-    recs = [json.loads(l) for l in (pathlib.Path(r["workdir"]) / "metrics.jsonl")
-            .read_text().splitlines()]
+    recs = _records(r["workdir"])
     init = next((x for x in recs if x.get("event") == "init"), None)
     xs, ys = ([init["budget"]], [init["val"]]) if init else ([], [])
     for x in recs:
@@ -123,7 +161,7 @@ def plot(results: list[dict], root: pathlib.Path) -> pathlib.Path:
     ax.step(xs, ys, where="post", color=c, alpha=0.8,
             label=r["method"] if r["seed"] == results[0]["seed"] else None)
   ax.set_xlabel("system runs (full + partial)")
-  ax.set_ylabel("validation F1")
+  ax.set_ylabel("validation score")
   ax.legend()
   fig.tight_layout()
   path = root / "val_vs_runs.png"
@@ -140,7 +178,7 @@ def main(argv):
   results = run_all(_CONFIG.value, root, _SEEDS.value, _METHODS.value)
   import sys
   command = "python -m optimas_jax.compare " + " ".join(sys.argv[1:])
-  print(write_report(results, root, command))
+  print(write_report(results, root, command, _CONFIG.value.task))
   print(plot(results, root))
 
 

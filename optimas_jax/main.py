@@ -5,7 +5,6 @@ job it names. Override any field from the command line, e.g.
 `--config.seed=3`.
 """
 
-import importlib
 import pathlib
 
 import jax
@@ -33,8 +32,7 @@ def main(argv):
   workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-  module, fn = jobs.JOBS[config.job].split(":")
-  getattr(importlib.import_module(module), fn)(config, str(workdir))
+  jobs.runner(config.job)(config, str(workdir))
 
 
 if __name__ == "__main__":

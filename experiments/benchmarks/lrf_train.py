@@ -1,291 +1,416 @@
-"""python experiments/benchmarks/lrf_train.py --repeats=3
+"""python experiments/benchmarks/lrf_train.py --out=docs/benchmarks/lrf_train.json
 
-(full: --tasks=amazon,pubmedqa --pubmed_train=120 --torch_epochs=3; ~20 min)
+(smoke: add --quick, about 3 minutes; the full run is sized for about 20
+minutes on a 2-core CPU)
 
-LRF training throughput and time-to-accuracy, side by side on this machine:
-(a) this project's trainer (grouped Bradley-Terry, frozen-layer activation
-    cache, length buckets, jit) and
-(b) a PyTorch reference-design trainer (HF BertModel + K-way linear head,
-    one forward per chosen and per rejected text, float32, AdamW), with the
-    same trainable set (top layer(s) + heads, or heads only).
-Both read the same token ids (template + middle truncation at 128 tokens)
-of real preference groups: Amazon sessions x 4 candidate items and PubMedQA
-questions x yes/no/maybe, scored by ground truth. Prints one JSON object.
-Needs ../shared/data and, for (b): pip install torch==2.13.0 'transformers>=5,<6'.
+Like-for-like LRF training benchmark, this project (JAX) against PyTorch,
+on the same Amazon preference groups from ../shared/data (sessions x 4
+candidate items, ground-truth item scores 1), the same held-out groups, the
+same token ids (template + middle truncation at 128 tokens), the same step
+plan (groups per step, order, epochs), the same AdamW + warmup-cosine
+schedule, gradient clipping and weight decay. Two comparisons, each with
+its own JSON keys:
+
+- full_finetune_*: each side as designed, both training the whole MiniLM
+  (embeddings, all layers, head). Ours: grouped Bradley-Terry, every
+  candidate encoded once per step (a group of 4 gives 3 pairs from 4
+  encodes), no activation cache. Reference design (snap-stanford/optimas
+  trains its reward model with HF): flat (chosen, rejected) pairs, one
+  forward for the chosen texts and one for the rejected texts (3 pairs ->
+  6 encodes), pairwise BT loss, dynamic padding.
+- same_algorithm_*: the same algorithm in both frameworks: grouped BT, the
+  frozen embeddings + lower 5 layers run once per text into a cache, only
+  the top layer + head trained. The ratio is the framework's share.
+
+Each side runs in its own process (this script with --side=jax|torch);
+held-out pairwise accuracy is evaluated every --eval_every steps, with the
+eval time left out of every clock. Prints one JSON object and writes it to
+--out. Needs ../shared/data and the bench extra (make bench-setup).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import hashlib
 import json
+import os
 import pathlib
+import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
-import jax
-import numpy as np
-
-from optimas_jax.lrf import datasets
-from optimas_jax.lrf.buckets import plan_epoch
-from optimas_jax.lrf.config import default_lrf_config
-from optimas_jax.lrf.data import encode_groups
-from optimas_jax.lrf.model import build_lrf
-from optimas_jax.lrf.text import TextEncoder
-from optimas_jax.lrf.train import Trainer
-from optimas_jax.models import packages
-from optimas_jax.models.registry import load_backbone
+import lrf_bench_util as util
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+RESULT_TAG = "LRF_BENCH_RESULT "
+COMPARISONS = ("full_finetune", "same_algorithm")
+STEP_HOLDS = dict(
+    full_finetune=dict(
+        jax="groups_per_batch groups x 4 candidates: one forward+backward of "
+            "the whole MiniLM over 4 texts per group; BT over the group's "
+            "3 (chosen, rejected) pairs",
+        torch="the same groups' pairs as a flat list: 3 pairs per group, one "
+              "forward+backward over the chosen texts and one over the "
+              "rejected texts (2 texts per pair, 6 per group)"),
+    same_algorithm=dict(
+        jax="groups_per_batch groups x 4 candidates: cached layer-5 hidden "
+            "states -> top layer + mean pool + head, BT over the group's pairs",
+        torch="identical to the JAX side (same cache, same bucketed padding, "
+              "same pairs)"))
 
 
-def parse():
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[2])
+def parse(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
-  p.add_argument("--tasks", default="amazon")
-  p.add_argument("--pubmed_train", type=int, default=120)
-  p.add_argument("--pubmed_eval", type=int, default=100)
+  p.add_argument("--out", default=None,
+                 help="combined JSON (default docs/benchmarks/lrf_train.json, "
+                      "none with --quick); '' to only print")
+  p.add_argument("--quick", action="store_true",
+                 help="smoke run: 8 train / 4 held-out groups, 1 epoch each")
+  p.add_argument("--repeats", type=int, default=1,
+                 help="runs per side; medians are reported")
+  p.add_argument("--comparisons", default=",".join(COMPARISONS))
+  p.add_argument("--sides", default="jax,torch")
   p.add_argument("--max_len", type=int, default=128)
-  p.add_argument("--trainable", default="heads", choices=("heads", "top"))
-  p.add_argument("--top_layers", type=int, default=1)
-  p.add_argument("--epochs", type=int, default=30,
-                 help="(a) epochs: cheap once the frozen features are cached")
-  p.add_argument("--torch_epochs", type=int, default=2)
-  p.add_argument("--torch_evals_per_epoch", type=int, default=2)
-  p.add_argument("--lr", type=float, default=3e-3)
+  p.add_argument("--train_groups", type=int, default=0, help="0: all (96)")
+  p.add_argument("--held_groups", type=int, default=0, help="0: all (24)")
   p.add_argument("--groups_per_batch", type=int, default=4)
-  p.add_argument("--torch_pairs_per_batch", type=int, default=32)
-  p.add_argument("--target", type=float, default=0.75)
-  p.add_argument("--repeats", type=int, default=3)
-  p.add_argument("--skip_torch", action="store_true")
+  p.add_argument("--warmup_frac", type=float, default=0.1)
+  p.add_argument("--ff_epochs", type=int, default=1)
+  p.add_argument("--ff_lr", type=float, default=1e-4)
+  p.add_argument("--sa_epochs", type=int, default=3)
+  p.add_argument("--sa_lr", type=float, default=1e-3)
+  p.add_argument("--eval_every", type=int, default=6, help="steps between evals")
+  p.add_argument("--target", type=float, default=0.80)
   p.add_argument("--seed", type=int, default=0)
-  return p.parse_args()
+  # Internal: one side of one comparison, in its own process.
+  p.add_argument("--side", choices=("jax", "torch"), help=argparse.SUPPRESS)
+  p.add_argument("--spec", help=argparse.SUPPRESS)
+  args = p.parse_args(argv)
+  if args.quick:
+    args.train_groups = args.train_groups or 8
+    args.held_groups = args.held_groups or 4
+    args.ff_epochs = args.sa_epochs = 1
+    args.eval_every = 1
+  if args.out is None:
+    args.out = "" if args.quick else str(ROOT / "docs" / "benchmarks" / "lrf_train.json")
+  return args
 
 
-def load_groups(args):
-  """Raw groups per task (one component each); PubMedQA capped for time."""
-  train, held, desc = [], [], []
-  for k, task in enumerate(args.tasks.split(",")):
-    if task == "amazon":
-      tr, ev = datasets.amazon_groups(args.data, k)
-    elif task == "pubmedqa":
-      tr, ev = datasets.pubmedqa_groups(args.data, k)
-      tr, ev = tr[:args.pubmed_train], ev[:args.pubmed_eval]
-    else:
-      raise ValueError(f"--tasks: unknown {task!r}; use amazon,pubmedqa")
-    train, held = train + tr, held + ev
-    desc.append(datasets.DESCRIPTIONS[task])
-  return train, held, desc
+# ----------------------------------------------------------------------------
+# data (parent and JAX child; the PyTorch child reads token ids from the spec)
 
 
-def pairs_of(groups):
-  """Flat (chosen, rejected, component) rows: every ordered pair with a gap."""
-  rows = []
+def encoded_data(data_root, max_len, train_groups, held_groups, backbone=None):
+  """(train, held, description, text stats, backbone): encoded Amazon groups."""
+  from optimas_jax.lrf import datasets  # pylint: disable=import-outside-toplevel
+  from optimas_jax.lrf.data import encode_groups  # pylint: disable=import-outside-toplevel
+  from optimas_jax.lrf.text import TextEncoder  # pylint: disable=import-outside-toplevel
+  from optimas_jax.models.registry import load_backbone  # pylint: disable=import-outside-toplevel
+  backbone = backbone or load_backbone("minilm")
+  train, held = datasets.amazon_groups(data_root, 0)
+  train = train[:train_groups] if train_groups else train
+  held = held[:held_groups] if held_groups else held
+  desc = datasets.DESCRIPTIONS["amazon"]
+  enc = TextEncoder(backbone.tokenizer, [desc], max_len)
+  return (encode_groups(train, enc, 4), encode_groups(held, enc, 4), desc,
+          dict(enc.stats), backbone)
+
+
+def fingerprint(groups) -> str:
+  h = hashlib.blake2b(digest_size=8)
   for g in groups:
-    for i in range(len(g.ids)):
-      for j in range(len(g.ids)):
-        if g.scores[i] - g.scores[j] > 1e-6:
-          rows.append((g.ids[i], g.ids[j], g.component))
-  return rows
+    h.update(bytes([g.component]))
+    for ids in g.ids:
+      h.update(bytes(ids.astype("<i4")))
+    h.update(bytes(g.scores.astype("<f4")))
+  return h.hexdigest()
 
 
-# ----------------------------------------------------------------------------
-# (a) this project's trainer
+def as_json_groups(groups):
+  return [dict(component=int(g.component), ids=[i.tolist() for i in g.ids],
+               scores=[float(x) for x in g.scores], keys=[k.hex() for k in g.keys])
+          for g in groups]
 
 
-def run_jax(args, backbone, train, held, k, seed):
-  cfg = default_lrf_config()
-  cfg.trainable, cfg.top_layers = args.trainable, args.top_layers
-  cfg.max_len, cfg.buckets = args.max_len, (64, args.max_len)
-  cfg.optim.lr, cfg.optim.warmup_steps = args.lr, 5
-  cfg.groups_per_batch = args.groups_per_batch
-  per_step = cfg.groups_per_batch
-  steps_per_epoch = len(plan_epoch(train, cfg.buckets, per_step, seed, 0))
-  n_pairs = sum(g.num_pairs() for g in train)
-  t_start = time.perf_counter()
-  lrf = build_lrf(backbone, k, cfg)
-  trainer = Trainer(lrf, cfg, k, steps_per_epoch * args.epochs)
-  state = trainer.init_state(jax.random.PRNGKey(seed), backbone.params)
-  trainer.prepare(train, state.frozen)   # frozen-prefix cache fill (timed)
-  t_setup = time.perf_counter() - t_start
-  trainer.prepare(held, state.frozen)    # eval-only features: untimed, as (b)'s eval
-  eval_plan = plan_epoch(held, cfg.buckets, per_step, seed, 0, shuffle=False)
-  clock, curve, epoch_times = t_setup, [], []
-  rng = jax.random.PRNGKey(seed)
-  for epoch in range(args.epochs):
-    t0 = time.perf_counter()
-    for length, idxs in plan_epoch(train, cfg.buckets, per_step, seed, epoch):
-      state, m = trainer.step_fn(state, trainer.batch(train, idxs, length), rng)
-    jax.block_until_ready(m)
-    epoch_times.append(time.perf_counter() - t0)
-    clock += epoch_times[-1]
-    ev = trainer.evaluate(state, held, eval_plan)     # not timed
-    curve.append((clock, _pooled_acc(ev)))
-  return dict(curve=curve, setup_s=t_setup, epoch_s=epoch_times,
-              pairs_per_epoch=n_pairs, cache_texts=len(trainer.cache.store)
-              if trainer.cache else 0)
-
-
-def _pooled_acc(ev):
-  pairs = np.asarray(ev["pairs"])
-  return float(np.sum(np.asarray(ev["accuracy"]) * pairs) / pairs.sum())
-
-
-# ----------------------------------------------------------------------------
-# (b) PyTorch reference design
-
-
-def run_torch(args, train, held, k, seed, pad_id):
-  import torch  # pylint: disable=import-outside-toplevel
-  from transformers import BertModel  # pylint: disable=import-outside-toplevel
-  torch.manual_seed(seed)
-  torch.set_num_threads(max(1, __import__("os").cpu_count()))
-  t_start = time.perf_counter()
-  model = BertModel.from_pretrained(str(packages.minilm_dir()),
-                                    torch_dtype=torch.float32, add_pooling_layer=False)
-  head = torch.nn.Linear(model.config.hidden_size, k)
-  n_layers = model.config.num_hidden_layers
-  for p in model.parameters():
-    p.requires_grad = False
-  if args.trainable == "top":
-    for layer in model.encoder.layer[n_layers - args.top_layers:]:
-      for p in layer.parameters():
-        p.requires_grad = True
-  params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
-  opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
-  rows = pairs_of(train)
-  held_rows = pairs_of(held)
-
-  def pad(seqs):
-    n = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), n), dtype=torch.long)
-    for i, s in enumerate(seqs):
-      ids[i, :len(s)] = torch.as_tensor(s, dtype=torch.long)
-      mask[i, :len(s)] = 1
-    return ids, mask
-
-  def reward(seqs, comps):
-    ids, mask = pad(seqs)
-    h = model(input_ids=ids, attention_mask=mask).last_hidden_state
-    m = mask.unsqueeze(-1).float()
-    pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
-    return head(pooled).gather(1, torch.as_tensor(comps).view(-1, 1))[:, 0]
-
-  t_setup = time.perf_counter() - t_start
+def make_spec(args, comparison, seed, train, held, backbone):
+  from optimas_jax.lrf.buckets import plan_epoch  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from optimas_jax.models import packages  # pylint: disable=import-outside-toplevel
+  full = comparison == "full_finetune"
+  buckets = (64, args.max_len)
+  epochs = args.ff_epochs if full else args.sa_epochs
+  plans = [[[int(length), [int(i) for i in idxs]] for length, idxs in
+            plan_epoch(train, buckets, args.groups_per_batch, seed, e)]
+           for e in range(epochs)]
+  total = sum(len(p) for p in plans)
+  settings = dict(
+      comparison=comparison, trainable="full" if full else "top",
+      top_layers=0 if full else 1, activation_cache=not full,
+      lr=args.ff_lr if full else args.sa_lr, epochs=epochs,
+      schedule="AdamW, linear warmup then cosine to 0.1 x lr "
+               "(optax.warmup_cosine_decay_schedule), per step",
+      warmup_steps=max(1, round(args.warmup_frac * total)), total_steps=total,
+      weight_decay=0.01, decay="matrices only", clip_norm=1.0, b1=0.9, b2=0.999,
+      groups_per_batch=args.groups_per_batch, max_candidates=4,
+      buckets=list(buckets), max_len=args.max_len, eval_every=args.eval_every,
+      target=args.target, seed=seed, dropout=0.0)
+  # One head init for both sides (flax Dense's lecun-normal kernel, zero
+  # bias), so both start from the same weights and see the same batches.
+  hidden = int(backbone.hidden_size)
   rng = np.random.default_rng(seed)
-  clock, curve, epoch_times = t_setup, [], []
-  bs = args.torch_pairs_per_batch
-  def evaluate():
-    model.eval()
-    with torch.no_grad():                              # not timed
-      correct = 0
-      for lo in range(0, len(held_rows), 64):
-        b = held_rows[lo:lo + 64]
-        comps = [c for _, _, c in b]
-        correct += int((reward([c for c, _, _ in b], comps) >
-                        reward([r for _, r, _ in b], comps)).sum())
-    model.train()
-    return correct / max(len(held_rows), 1)
-
-  n_steps = -(-len(rows) // bs)
-  eval_at = {round(n_steps * (i + 1) / args.torch_evals_per_epoch)
-             for i in range(args.torch_evals_per_epoch)}
-  for _ in range(args.torch_epochs):
-    t0 = time.perf_counter()
-    epoch_time = 0.0
-    model.train()
-    order = rng.permutation(len(rows))
-    for step, lo in enumerate(range(0, len(order), bs), start=1):
-      batch = [rows[i] for i in order[lo:lo + bs]]
-      comps = [c for _, _, c in batch]
-      r_c = reward([c for c, _, _ in batch], comps)   # one forward for chosen
-      r_r = reward([r for _, r, _ in batch], comps)   # and one for rejected
-      loss = -torch.nn.functional.logsigmoid(r_c - r_r).mean()
-      opt.zero_grad()
-      loss.backward()
-      opt.step()
-      if step in eval_at:
-        dt = time.perf_counter() - t0
-        epoch_time += dt
-        clock += dt
-        curve.append((clock, evaluate()))
-        t0 = time.perf_counter()
-    epoch_times.append(epoch_time + time.perf_counter() - t0)
-    clock += time.perf_counter() - t0
-  return dict(curve=curve, setup_s=t_setup, epoch_s=epoch_times,
-              pairs_per_epoch=len(rows))
+  head = np.clip(rng.standard_normal((1, hidden)), -2, 2) * hidden ** -0.5
+  return dict(settings=settings, plans=plans, minilm_dir=str(packages.minilm_dir()),
+              head_init=dict(weight=head.tolist(), bias=[0.0]),
+              pad_id=int(backbone.pad_id), num_components=1,
+              data=dict(root=args.data, max_len=args.max_len,
+                        train_groups=args.train_groups, held_groups=args.held_groups,
+                        fingerprint=fingerprint(train) + fingerprint(held)),
+              train=as_json_groups(train), held=as_json_groups(held))
 
 
 # ----------------------------------------------------------------------------
+# JAX side (this project's trainer), in its own process
 
 
-def time_to(curve, target):
-  for t, acc in curve:
-    if acc >= target:
-      return t
-  return None
+def run_jax(spec: dict) -> dict:
+  # pylint: disable=import-outside-toplevel
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from optimas_jax.lrf.buckets import plan_epoch
+  from optimas_jax.lrf.config import default_lrf_config
+  from optimas_jax.lrf.model import build_lrf
+  from optimas_jax.lrf.train import Trainer
+  from optimas_jax.models.registry import load_backbone
+  # pylint: enable=import-outside-toplevel
+  s, d = spec["settings"], spec["data"]
+  clock = util.Clock()
+  load_start = util.loadavg()
+  steps = [(length, idxs) for epoch in spec["plans"] for length, idxs in epoch]
+  rec = util.Recorder(clock, s["eval_every"], len(steps))
+  backbone = load_backbone("minilm")
+  rec.part("load_model")
+  with clock.paused():      # tokenization: done by the parent for PyTorch
+    train, held, _, _, _ = encoded_data(d["root"], d["max_len"], d["train_groups"],
+                                        d["held_groups"], backbone)
+    if fingerprint(train) + fingerprint(held) != d["fingerprint"]:
+      raise RuntimeError("JAX child encoded different token ids than the parent")
+
+  cfg = default_lrf_config()
+  cfg.trainable, cfg.top_layers = s["trainable"], max(s["top_layers"], 1)
+  cfg.cache_frozen = s["activation_cache"]
+  cfg.max_len, cfg.buckets = s["max_len"], tuple(s["buckets"])
+  cfg.optim.lr, cfg.optim.warmup_steps = s["lr"], s["warmup_steps"]
+  cfg.optim.schedule, cfg.optim.weight_decay = "cosine", s["weight_decay"]
+  cfg.optim.clip_norm, cfg.optim.b1, cfg.optim.b2 = s["clip_norm"], s["b1"], s["b2"]
+  cfg.groups_per_batch, cfg.max_candidates = s["groups_per_batch"], s["max_candidates"]
+  cfg.accum_steps = 1
+  lrf = build_lrf(backbone, spec["num_components"], cfg)
+  trainer = Trainer(lrf, cfg, spec["num_components"], len(steps))
+  rng = jax.random.PRNGKey(s["seed"])
+  state = trainer.init_state(rng, backbone.params)
+  state = state.replace(trainable=_set_head(state.trainable, spec["head_init"]))
+  jax.block_until_ready(state)
+  rec.part("init")
+  if s["activation_cache"]:
+    trainer.prepare(train, state.frozen)     # frozen-prefix cache fill (timed)
+    rec.part("cache_fill")
+    with clock.paused():                     # held-out features: untimed
+      trainer.prepare(held, state.frozen)
+  # Compile each step shape before the clock runs: one warm-up step on a
+  # throwaway copy of the state (the step donates its state), then freed.
+  warm = set()
+  for length, idxs in steps:
+    if length not in warm:
+      scratch = jax.tree.map(jnp.copy, state)
+      scratch, metrics = trainer.step_fn(scratch, trainer.batch(train, idxs, length), rng)
+      jax.block_until_ready(metrics["loss"])
+      del scratch, metrics
+      warm.add(length)
+  rec.part("compile")
+  rec.warmup_steps = len(warm)
+  eval_plan = plan_epoch(held, cfg.buckets, cfg.groups_per_batch, s["seed"], 0,
+                         shuffle=False)
+
+  def evaluate():
+    ev = trainer.evaluate(state, held, eval_plan)
+    pairs = np.asarray(ev["pairs"])
+    return float(np.sum(np.asarray(ev["accuracy"]) * pairs) / max(pairs.sum(), 1))
+
+  gc.collect()
+  peak_setup = util.reset_peak_rss()
+  rec.start_training()
+  with clock.paused():
+    acc = evaluate()
+  rec.point(acc)
+  for length, idxs in steps:
+    t0 = clock.now()
+    state, metrics = trainer.step_fn(state, trainer.batch(train, idxs, length), rng)
+    jax.block_until_ready(metrics["loss"])
+    rec.step_done(sum(train[i].num_pairs() for i in idxs), clock.now() - t0)
+    if rec.due():
+      with clock.paused():
+        acc = evaluate()
+      rec.point(acc)
+  out = rec.result(s["target"])
+  out.update(framework=f"jax {jax.__version__} ({jax.default_backend()}, "
+             f"{jax.device_count()} device)",
+             activation_cache_texts=len(getattr(getattr(trainer, "cache", None),
+                                                "store", ())),
+             peak_rss_mb=round(max(peak_setup, util.peak_rss_mb()), 1),
+             peak_rss_train_mb=util.peak_rss_since_reset_mb(),
+             loadavg_start=load_start, loadavg_end=util.loadavg())
+  return out
 
 
-def summarize(runs, target):
-  pairs = runs[0]["pairs_per_epoch"]
-  n_ep = len(runs[0]["epoch_s"])
-  return dict(
-      pairs_per_s=statistics.median(pairs * n_ep / (r["setup_s"] + sum(r["epoch_s"]))
-                                    for r in runs),
-      steady_pairs_per_s=statistics.median(
-          pairs * (n_ep - 1) / sum(r["epoch_s"][1:]) for r in runs) if n_ep > 1 else None,
-      best_acc=statistics.median(max(a for _, a in r["curve"]) for r in runs),
-      seconds_to_target=_median_or_none([time_to(r["curve"], target) for r in runs]),
-      setup_s=statistics.median(r["setup_s"] for r in runs),
-      epoch_s=statistics.median(statistics.median(r["epoch_s"]) for r in runs),
-      curves=[[(round(t, 2), round(a, 4)) for t, a in r["curve"]] for r in runs])
+def _set_head(trainable, head_init):
+  """The spec's head weights into the vmapped heads' kernel (K, H, 1) and bias."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  values = dict(kernel=np.asarray(head_init["weight"], np.float32),
+                bias=np.asarray(head_init["bias"], np.float32))
+  done = []
+
+  def put(path, x):
+    names = [getattr(p, "key", None) for p in path]
+    if "heads" in names and names[-1] in values:
+      done.append(names[-1])
+      return jax.device_put(values[names[-1]].reshape(x.shape).astype(x.dtype),
+                            x.sharding)
+    return x
+  out = jax.tree_util.tree_map_with_path(put, trainable)
+  if sorted(done) != ["bias", "kernel"]:
+    raise RuntimeError(f"head init: expected one heads kernel and bias, set {done}")
+  return out
 
 
-def _median_or_none(xs):
-  """Median with 'never reached' as +inf; None when the median is never."""
-  m = statistics.median([float("inf") if x is None else x for x in xs])
+# ----------------------------------------------------------------------------
+# parent: specs, one process per side, medians, ratios
+
+
+def run_side(side: str, spec_path: str) -> dict:
+  t = time.perf_counter()
+  proc = subprocess.run([sys.executable, __file__, f"--side={side}",
+                         f"--spec={spec_path}"], stdout=subprocess.PIPE,
+                        text=True, check=False)
+  lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT_TAG)]
+  if proc.returncode or not lines:
+    raise RuntimeError(f"{side} side failed (exit {proc.returncode}); "
+                       f"stdout tail: {proc.stdout[-2000:]}")
+  out = json.loads(lines[-1][len(RESULT_TAG):])
+  out["process_wall_s"] = round(time.perf_counter() - t, 1)
+  return out
+
+
+def _median(xs):
+  """Median with None ('never reached') as +inf; None when the median is."""
+  m = statistics.median(float("inf") if x is None else x for x in xs)
   return None if m == float("inf") else m
+
+
+def summarize(runs: list[dict]) -> dict:
+  keys = ("pairs_per_s", "pairs_per_s_with_setup", "setup_s", "train_s",
+          "step_s_median", "best_accuracy", "final_accuracy", "peak_rss_mb",
+          "process_wall_s")
+  out = {k: statistics.median(r[k] for r in runs) for k in keys}
+  out["seconds_to_target"] = _median([r["seconds_to_target"] for r in runs])
+  out["train_seconds_to_target"] = _median([r["train_seconds_to_target"] for r in runs])
+  out["never_reached"] = out["seconds_to_target"] is None
+  out["pairs_trained"] = runs[0]["pairs_trained"]
+  out["framework"] = runs[0]["framework"]
+  out["runs"] = runs
+  return out
+
+
+def _ratio(num, den):
+  return round(num / den, 3) if num and den else None
 
 
 def main():
   args = parse()
-  backbone = load_backbone("minilm")
-  train_g, held_g, desc = load_groups(args)
-  enc = TextEncoder(backbone.tokenizer, desc, args.max_len)
-  train, held = encode_groups(train_g, enc, 4), encode_groups(held_g, enc, 4)
-  k = len(desc)
+  if args.side:
+    spec = json.loads(pathlib.Path(args.spec).read_text())
+    if args.side == "jax":
+      out = run_jax(spec)
+    else:
+      import lrf_train_torch  # pylint: disable=import-outside-toplevel
+      out = lrf_train_torch.run(spec)
+    print(RESULT_TAG + json.dumps(out), flush=True)
+    return
 
-  jax_runs = [run_jax(args, backbone, train, held, k, args.seed + i)
-              for i in range(args.repeats)]
+  csv = pathlib.Path(args.data) / "amazon" / "session_based_next_item_selection_dataset.csv"
+  if not csv.exists():
+    sys.exit(f"lrf_train.py: {csv} not found. This benchmark needs the task data "
+             f"in ../shared/data (see its README); pass --data=DIR to point elsewhere.")
+  t_all = time.perf_counter()
+  train, held, _, text_stats, backbone = encoded_data(
+      args.data, args.max_len, args.train_groups, args.held_groups)
+  target_key = f"{args.target:.2f}"
   out = dict(
-      machine=dict(cpus=__import__("os").cpu_count(), jax=jax.__version__,
-                   backend=jax.default_backend()),
-      settings=dict(vars(args)),
-      data=dict(train_groups=len(train), held_groups=len(held),
+      benchmark="lrf_train",
+      command=" ".join(["python", "experiments/benchmarks/lrf_train.py"] + sys.argv[1:]),
+      quick=args.quick, repeats=args.repeats,
+      aggregate=f"median over {args.repeats} run(s) per side; each side in its "
+                "own process, sides run one after another",
+      clocks=("setup_s: model load + init + cache fill + compile (JAX: one "
+              "warm-up step per step shape on a throwaway state, its execution "
+              "taken out at the median step time); "
+              "train_s: training steps only; every held-out evaluation (and the "
+              "held-out cache fill) is left out of both; seconds_to_target "
+              "counts setup + training up to the first eval at >= target"),
+      machine=dict(cpus=os.cpu_count(), python=platform.python_version(),
+                   platform=platform.platform(), loadavg_start=util.loadavg()),
+      data=dict(task="amazon next-item (../shared/data/amazon), one component",
+                train_groups=len(train), held_groups=len(held),
+                candidates_per_group=4,
                 train_pairs=sum(g.num_pairs() for g in train),
                 held_pairs=sum(g.num_pairs() for g in held),
-                text_stats=dict(enc.stats)),
-      jax=summarize(jax_runs, args.target))
-  if not args.skip_torch:
-    import torch  # pylint: disable=import-outside-toplevel
-    torch_runs = [run_torch(args, train, held, k, args.seed + i, backbone.pad_id)
-                  for i in range(args.repeats)]
-    out["torch"] = summarize(torch_runs, args.target)
-    out["torch"]["version"] = torch.__version__
-    both = min(out["jax"]["best_acc"], out["torch"]["best_acc"])
-    target = args.target if both >= args.target else both
-    tj = _median_or_none([time_to(r["curve"], target) for r in jax_runs])
-    tt = _median_or_none([time_to(r["curve"], target) for r in torch_runs])
-    out["comparison"] = dict(
-        accuracy_target=target,
-        target_is_fallback=target != args.target,
-        pairs_per_s_speedup=out["jax"]["pairs_per_s"] / out["torch"]["pairs_per_s"],
-        steady_pairs_per_s_speedup=(out["jax"]["steady_pairs_per_s"] /
-                                    out["torch"]["steady_pairs_per_s"]
-                                    if out["jax"]["steady_pairs_per_s"] else None),
-        seconds_to_target=dict(jax=tj, torch=tt),
-        time_to_target_speedup=(tt / tj) if tj and tt else None)
-  print(json.dumps(out, indent=1))
+                max_len=args.max_len, text_stats=text_stats,
+                metric="held-out pairwise accuracy over the held-out groups' "
+                       "pairs; ties count as wrong"))
+  with tempfile.TemporaryDirectory() as tmp:
+    for comparison in args.comparisons.split(","):
+      if comparison not in COMPARISONS:
+        sys.exit(f"--comparisons: unknown {comparison!r}; use {COMPARISONS}")
+      runs = {side: [] for side in args.sides.split(",")}
+      for r in range(args.repeats):
+        spec = make_spec(args, comparison, args.seed + r, train, held, backbone)
+        path = pathlib.Path(tmp) / f"{comparison}_{r}.json"
+        path.write_text(json.dumps(spec))
+        for side in runs:
+          print(f"[lrf_train] {comparison} repeat {r} {side} ...", file=sys.stderr,
+                flush=True)
+          runs[side].append(run_side(side, str(path)))
+      block = dict(settings=spec["settings"], step_holds=STEP_HOLDS[comparison])
+      block.update({side: summarize(rs) for side, rs in runs.items()})
+      out[comparison] = block
+      if "jax" in block and "torch" in block:
+        j, t = block["jax"], block["torch"]
+        out[f"{comparison}_speedup_pairs_per_s"] = _ratio(j["pairs_per_s"], t["pairs_per_s"])
+        out[f"{comparison}_speedup_pairs_per_s_with_setup"] = _ratio(
+            j["pairs_per_s_with_setup"], t["pairs_per_s_with_setup"])
+        out[f"{comparison}_speedup_time_to_{target_key}"] = _ratio(
+            t["seconds_to_target"], j["seconds_to_target"])
+        out[f"{comparison}_speedup_train_time_to_{target_key}"] = _ratio(
+            t["train_seconds_to_target"], j["train_seconds_to_target"])
+        out[f"{comparison}_never_reached_{target_key}"] = dict(
+            jax=j["never_reached"], torch=t["never_reached"])
+        if comparison == "full_finetune":   # the issue's target: >= 1.5x
+          out["full_finetune_meets_1.5x"] = {
+              k: (out[f"full_finetune_speedup_{k}"] or 0) >= 1.5
+              for k in ("pairs_per_s", f"time_to_{target_key}")}
+  out["machine"]["loadavg_end"] = util.loadavg()
+  out["wall_s"] = round(time.perf_counter() - t_all, 1)
+  text = json.dumps(out, indent=1)
+  print(text)
+  if args.out:
+    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(args.out).write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,10 @@ class RolloutCache:
     self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
     self._db.execute("PRAGMA journal_mode=WAL" if path is not None else "PRAGMA journal_mode=MEMORY")
     self._db.execute("CREATE TABLE IF NOT EXISTS cache (kind TEXT, key TEXT, value TEXT, "
-                     "PRIMARY KEY (kind, key))")
+                     "round INTEGER DEFAULT 0, PRIMARY KEY (kind, key))")
+    columns = [row[1] for row in self._db.execute("PRAGMA table_info(cache)")]
+    if "round" not in columns:   # a cache written before rows carried their round
+      self._db.execute("ALTER TABLE cache ADD COLUMN round INTEGER DEFAULT 0")
     self._lock = threading.Lock()
     self.hits = 0
     self.misses = 0
@@ -50,12 +53,29 @@ class RolloutCache:
       self.misses += len(set(keys)) - len(found)
     return found
 
-  def put_many(self, kind: str, items: dict[str, Any]) -> None:
+  def put_many(self, kind: str, items: dict[str, Any], round_index: int = 0) -> None:
+    """Stores `items`, tagged with the loop round that computed them."""
     with self._lock:
       self._db.execute("BEGIN")
-      self._db.executemany("INSERT OR REPLACE INTO cache VALUES (?, ?, ?)",
-                           [(kind, k, json.dumps(v)) for k, v in items.items()])
+      self._db.executemany("INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?)",
+                           [(kind, k, json.dumps(v), round_index) for k, v in items.items()])
       self._db.execute("COMMIT")
+
+  def forget_rounds_from(self, round_index: int) -> int:
+    """Deletes rows computed in rounds >= `round_index`; returns how many.
+
+    A run killed mid-iteration has cached part of that iteration's rollouts;
+    its resumed run must pay for them again, as the uninterrupted run did, or
+    the two would report different budgets.
+    """
+    with self._lock:
+      return self._db.execute("DELETE FROM cache WHERE round >= ?", (round_index,)).rowcount
+
+  def state_dict(self) -> dict:
+    return {"hits": self.hits, "misses": self.misses}
+
+  def load_state_dict(self, state: dict) -> None:
+    self.hits, self.misses = int(state["hits"]), int(state["misses"])
 
   def __len__(self) -> int:
     with self._lock:

@@ -89,11 +89,13 @@ class PreferenceCollector:
       (its own randomness, e.g. LLM temperature); "space" draws variable
       values from the component's search space; "auto" picks "space" for
       hyperparameters and model choices, "sample" otherwise.
+    seed: the run seed: "space" draws derive from (seed, round, component),
+      so different seeds draw different candidates.
   """
 
   def __init__(self, system: System, num_candidates: int = 4, num_rollouts: int = 3,
                mode: str = "auto", cache: RolloutCache | None = None,
-               prompt_hints: dict[str, Sequence[str]] | None = None):
+               prompt_hints: dict[str, Sequence[str]] | None = None, seed: int = 0):
     if num_candidates < 2:
       raise ValueError(f"num_candidates must be >= 2 to form pairs, got {num_candidates}")
     if num_rollouts < 1:
@@ -106,6 +108,7 @@ class PreferenceCollector:
     self.mode = mode
     self.cache = cache
     self.prompt_hints = {k: tuple(v) for k, v in (prompt_hints or {}).items()}
+    self.seed = seed
 
   def _mode(self, component: str) -> str:
     if self.mode != "auto":
@@ -131,13 +134,15 @@ class PreferenceCollector:
     if self._mode(component) == "sample" and comp.propose is not None:
       inputs = [t.steps[component].inputs for t in traces]
       rng = BatchRng(tuple(derive_seed(t.seed, component, round_id, "propose") for t in traces))
+      # Each proposed alternative is one partial run of the component.
+      self.system.pay_partial(len(traces) * extra)
       self.system.counters.add(component, calls=len(traces), batches=1)
       variable = config[component] if component in config else None
       for i, alts in enumerate(comp.propose(inputs, variable, extra, rng)):
         per_trace[i].extend(dict(a) for a in alts)
       runs = []
     elif self._mode(component) == "space":
-      rng = np.random.default_rng(int(content_hash(round_id, component)[:12], 16))
+      rng = np.random.default_rng(derive_seed(self.seed, round_id, component, "space"))
       values = _draw_values(spec, config[component], extra, rng,
                             self.prompt_hints.get(component, ()))
       runs = [(config.override(**{component: v}), f"{round_id}:v{i}") for i, v in enumerate(values)]
@@ -175,7 +180,7 @@ class PreferenceCollector:
   # -------------------------------------------------------------- scoring
 
   def score(self, component: str, traces: Sequence[Trace], candidates: list[list[dict]],
-            config: SystemConfig, stats: CollectStats) -> list[np.ndarray]:
+            config: SystemConfig, stats: CollectStats, round_index: int = 0) -> list[np.ndarray]:
     """Mean global metric of each candidate over m downstream rollouts."""
     downstream = self.system.downstream(component)[1:]
     stochastic = any(not self.system.components[n].deterministic for n in downstream)
@@ -205,7 +210,7 @@ class PreferenceCollector:
       stats.failed_rollouts += res.num_failed
       values.update(fresh)
       if self.cache is not None and all(_jsonable(traces[jobs[n][0]].example) for n in todo):
-        self.cache.put_many("rollout", fresh)
+        self.cache.put_many("rollout", fresh, round_index)
     totals = [np.zeros(len(c)) for c in candidates]
     for (i, c, _), k in zip(jobs, keys):
       totals[i][c] += values[k]
@@ -214,15 +219,20 @@ class PreferenceCollector:
   # -------------------------------------------------------------- collect
 
   def collect(self, component: str, traces: Sequence[Trace], config: SystemConfig,
-              round_id: str) -> tuple[list[PreferenceGroup], CollectStats]:
-    """Preference groups of `component` on the traces where it ran."""
+              round_id: str, round_index: int = 0) -> tuple[list[PreferenceGroup], CollectStats]:
+    """Preference groups of `component` on the traces where it ran.
+
+    `round_index` tags the rollouts this call caches (the loop's 0 for the
+    initial collection, iteration + 1 after), so a resumed run can forget
+    what an interrupted round cached.
+    """
     stats = CollectStats()
     usable = [t for t in traces if component in t.steps]
     stats.examples = len(usable)
     if not usable:
       return [], stats
     cands = self.candidates(component, usable, config, round_id, stats)
-    scores = self.score(component, usable, cands, config, stats)
+    scores = self.score(component, usable, cands, config, stats, round_index)
     groups = []
     for t, cs, sc in zip(usable, cands, scores):
       stats.candidates += len(cs)

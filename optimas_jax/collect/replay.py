@@ -34,14 +34,17 @@ class ReplayBuffer:
     return list(self._groups.get(component, ()))
 
   def sample(self, component: str, max_pairs: int, rng: np.random.Generator) -> list:
-    """Random groups of `component` holding at most `max_pairs` pairs in all."""
+    """Random groups of `component` holding at most `max_pairs` pairs in all.
+
+    A group that would overflow the remainder is skipped (a smaller one may
+    still fit); `max_pairs <= 0` returns no group.
+    """
     pool = self.groups(component)
     out, total = [], 0
     for i in rng.permutation(len(pool)):
-      if total + pool[i].num_pairs > max_pairs and out:
-        break
-      out.append(pool[i])
-      total += pool[i].num_pairs
+      if total + pool[i].num_pairs <= max_pairs:
+        out.append(pool[i])
+        total += pool[i].num_pairs
     return out
 
   def state_dict(self) -> dict:

@@ -56,6 +56,8 @@ class Generation:
 class Usage:
   """Thread-safe token and request counters of one backend."""
 
+  FIELDS = ("requests", "prompt_tokens", "completion_tokens", "truncated_prompts")
+
   def __init__(self):
     self._lock = threading.Lock()
     self.requests = self.prompt_tokens = self.completion_tokens = self.truncated_prompts = 0
@@ -69,9 +71,21 @@ class Usage:
 
   def as_dict(self) -> dict[str, int]:
     with self._lock:
-      return {"requests": self.requests, "prompt_tokens": self.prompt_tokens,
-              "completion_tokens": self.completion_tokens,
-              "truncated_prompts": self.truncated_prompts}
+      return {f: getattr(self, f) for f in self.FIELDS}
+
+  def state_dict(self) -> dict[str, int]:
+    """The counters as plain ints (JSON), for resuming a run."""
+    return self.as_dict()
+
+  def load_state_dict(self, state: dict) -> None:
+    """Sets the counters to ``state`` (from ``state_dict``); absent counters read 0."""
+    unknown = sorted(set(state) - set(self.FIELDS))
+    if unknown:
+      raise ValueError(f"Usage state has unknown counters {unknown}; expected a subset of "
+                       f"{list(self.FIELDS)} (a dict from Usage.state_dict())")
+    with self._lock:
+      for f in self.FIELDS:
+        setattr(self, f, int(state.get(f, 0)))
 
 
 class LLM(abc.ABC):
@@ -82,12 +96,22 @@ class LLM(abc.ABC):
   def __init__(self):
     self.usage = Usage()
 
+  def state_dict(self) -> dict:
+    """Counters to resume from (JSON; never settings or secrets). Backends add theirs."""
+    return {"usage": self.usage.state_dict()}
+
+  def load_state_dict(self, state: dict) -> None:
+    self.usage.load_state_dict(state.get("usage", {}))
+
   @abc.abstractmethod
   def generate(self, requests: Sequence[Request], params: SamplingParams = SamplingParams(),
                rng: Any = None) -> list[Generation]:
     """One ``Generation`` per request, in request order.
 
-    ``rng`` (a jax PRNG key for local backends, an int seed for HTTP ones)
-    is required when ``params.temperature > 0``: the same key gives the
-    same texts.
+    ``rng`` is required when ``params.temperature > 0``. Either one key per
+    request, stacked on axis 0 (``BatchRng.jax_keys()``; HTTP backends also
+    take a list of int seeds), or a single jax key / int seed, from which
+    request r (its index in ``requests``) derives its own. A request's
+    sample then depends on its own key only, never on the other requests
+    of the call: the same key gives the same text, alone or batched.
     """

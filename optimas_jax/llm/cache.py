@@ -1,7 +1,9 @@
 """Disk cache of LLM responses (sqlite3): the same call is paid for once.
 
-Keyed by (model, request, sampling params, seed, sample index); the value is
-the ``Generation``. Nothing else is stored: no URL, no headers, no API key.
+Keyed by a digest of (base URL, model, request, sampling params, seed): two
+servers that serve a model under the same name are different models. The
+value is the ``Generation``; nothing else is stored (the URL enters the
+digest only; no headers, no API key).
 Safe across threads (one connection behind a lock) and processes (sqlite
 WAL; the first writer wins).
 """
@@ -29,14 +31,21 @@ def default_path() -> pathlib.Path:
   return pathlib.Path.home() / ".cache" / "optimas_jax" / "llm_responses.sqlite"
 
 
-def cache_key(model: str, request: Request, params: SamplingParams, seed: int | None,
-              sample_index: int) -> str:
-  """A stable digest; greedy calls drop seed and index (every sample is the same)."""
+def cache_key(model: str, request: Request, params: SamplingParams, seed: int | None, *,
+              base_url: str) -> str:
+  """A stable digest; greedy calls drop the seed (every sample is the same).
+
+  ``seed`` is the request's own seed (``openai_compat.row_seeds``);
+  ``base_url`` is the backend's, e.g. "http://127.0.0.1:8000/v1".
+  """
+  if not isinstance(base_url, str) or not base_url:
+    raise ValueError(f"cache_key base_url={base_url!r}; pass the backend's base URL "
+                     "(OpenAICompatLLM.base_url)")
   if params.temperature == 0:
-    seed, sample_index = None, 0
-  payload = {"model": model,
+    seed = None
+  payload = {"base_url": base_url.rstrip("/"), "model": model,
              "request": request if isinstance(request, str) else list(request),
-             "params": dataclasses.asdict(params), "seed": seed, "sample": sample_index}
+             "params": dataclasses.asdict(params), "seed": seed}
   blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
   return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -83,6 +92,18 @@ class ResponseCache:
   def stats(self) -> dict[str, int]:
     with self._lock:
       return {"hits": self.hits, "misses": self.misses}
+
+  def state_dict(self) -> dict[str, int]:
+    """The hit and miss counters (the responses themselves live on disk)."""
+    return self.stats()
+
+  def load_state_dict(self, state: dict) -> None:
+    unknown = sorted(set(state) - {"hits", "misses"})
+    if unknown:
+      raise ValueError(f"ResponseCache state has unknown fields {unknown}; expected 'hits' "
+                       "and 'misses' (a dict from ResponseCache.state_dict())")
+    with self._lock:
+      self.hits, self.misses = int(state.get("hits", 0)), int(state.get("misses", 0))
 
   def close(self) -> None:
     with self._lock:

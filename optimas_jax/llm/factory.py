@@ -57,12 +57,48 @@ class LLMPool:
     self.cfg = cfg
     self.ledger = ledger_lib.Ledger({m: (p, c) for m, p, c in cfg.prices})
     self._llms = {}
+    self._pending: dict[str, dict] = {}   # loaded states of models not built yet
 
   def get(self, model: str | None = None):
     model = model or self.cfg.model
     if model not in self._llms:
-      self._llms[model] = self._build(model)
+      llm = self._build(model)
+      if model in self._pending:
+        llm.load_state_dict(self._pending.pop(model))
+      self._llms[model] = llm
     return self._llms[model]
+
+  def state_dict(self) -> dict:
+    """Counters to resume from (JSON): the ledger and each model's usage and cache counters.
+
+    Models loaded but not built yet keep their state, so a save before the
+    first call loses nothing. No URLs, no keys.
+    """
+    models = dict(self._pending)
+    models.update({m: llm.state_dict() for m, llm in self._llms.items()})
+    return {"ledger": self.ledger.state_dict(), "models": models}
+
+  def load_state_dict(self, state: dict) -> None:
+    """Restores ``state_dict()``; a model built later gets its counters when built.
+
+    Local models are shared per process (``load_local_llm`` caches them), so
+    their usage is set on the shared object.
+    """
+    unknown = sorted(set(state) - {"ledger", "models"})
+    if unknown:
+      raise ValueError(f"LLMPool state has unknown fields {unknown}; expected 'ledger' and "
+                       "'models' (a dict from LLMPool.state_dict())")
+    self.ledger.load_state_dict(state.get("ledger", {}))
+    self._pending = {}
+    for model, llm_state in state.get("models", {}).items():
+      if model in self._llms:
+        self._llms[model].load_state_dict(llm_state)
+      else:
+        self._pending[model] = llm_state
+
+  def reset_usage(self) -> None:
+    """Zero every counter (a new run in the same process, e.g. the compare harness)."""
+    self.load_state_dict({"ledger": {"entries": {}}, "models": {m: {} for m in self._llms}})
 
   def _build(self, model: str):
     cfg = self.cfg

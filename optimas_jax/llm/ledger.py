@@ -67,6 +67,23 @@ class Ledger:
     self.__init__(state["prices"])
     self._entries = {k: Entry(**v) for k, v in state["entries"].items()}
 
+  def state_dict(self) -> dict:
+    """{"entries": {component: counters}} (JSON) to resume from; prices come from the config."""
+    return {"entries": self.as_dict()}
+
+  def load_state_dict(self, state: dict) -> None:
+    """Replaces every component's counters with those of ``state`` (from ``state_dict``)."""
+    fields = {f.name for f in dataclasses.fields(Entry)}
+    entries = {}
+    for name, row in state.get("entries", {}).items():
+      unknown = sorted(set(row) - fields)
+      if unknown:
+        raise ValueError(f"Ledger state entry {name!r} has unknown counters {unknown}; "
+                         f"expected a subset of {sorted(fields)} (from Ledger.state_dict())")
+      entries[name] = Entry(**row)
+    with self._lock:
+      self._entries = entries
+
   def check_priced(self, model: str) -> None:
     """Fails early when a price table exists but lacks ``model`` (else its cost reads 0)."""
     if self.prices and model not in self.prices:

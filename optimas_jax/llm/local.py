@@ -52,6 +52,7 @@ class LocalLLM(LLM):
 
   def generate(self, requests: Sequence[Request], params: SamplingParams = SamplingParams(),
                rng: Any = None) -> list[Generation]:
+    """See ``LLM.generate``; ``rng`` (per-request keys or one key) goes to the decoder as is."""
     if isinstance(requests, str):
       raise TypeError("generate() takes a list of requests; wrap a single prompt in a list")
     prompts = self.tokenizer.encode_batch([self.render(r) for r in requests],

@@ -16,11 +16,11 @@ Standard library only (urllib).
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import hashlib
 import ipaddress
 import json
+import numbers
 import os
 import random
 import socket
@@ -75,8 +75,8 @@ class _Retryable(Exception):
 
 def seed_from_rng(rng: Any) -> int:
   """An int seed from an int or a jax PRNG key (raw uint32 or typed)."""
-  if isinstance(rng, int):
-    return rng
+  if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
+    return int(rng)
   import jax        # only for keys: an int seed keeps this module jax-free
   import numpy as np
   arr = rng
@@ -89,11 +89,40 @@ def seed_from_rng(rng: Any) -> int:
 
 
 def sample_seed(seed: int, sample_index: int) -> int:
-  """The seed sent for the k-th identical request: ``seed`` itself, then derived ones."""
+  """The k-th seed derived from ``seed``: ``seed`` itself, then hashed ones."""
   if sample_index == 0:
     return seed
   digest = hashlib.sha256(f"{seed}/{sample_index}".encode()).digest()
   return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def row_seeds(rng: Any, num_rows: int) -> list[int]:
+  """One int seed per request, each from that request's own key or seed.
+
+  ``rng`` is one key or seed per request (a stacked jax key array, typed
+  (N,) or raw (N, 2), or a list of ints), or a single jax key / int, in
+  which case request r gets ``sample_seed(seed, r)`` (the HTTP analogue of
+  folding the row index into the key).
+  """
+  if isinstance(rng, (list, tuple)):
+    seeds = [seed_from_rng(r) for r in rng]
+  elif isinstance(rng, numbers.Integral):
+    seeds = None
+  else:
+    import jax
+    import numpy as np
+    typed = jax.dtypes.issubdtype(getattr(rng, "dtype", None), jax.dtypes.prng_key)
+    stacked = np.ndim(rng) == (1 if typed else 2)
+    # One host copy of the key data, then a hash per row (as seed_from_rng of each key).
+    data = np.asarray(jax.random.key_data(rng) if typed else rng)
+    seeds = [seed_from_rng(row) for row in data] if stacked else None
+  if seeds is None:
+    seed = seed_from_rng(rng)
+    return [sample_seed(seed, r) for r in range(num_rows)]
+  if len(seeds) != num_rows:
+    raise ValueError(f"rng holds {len(seeds)} keys or seeds for {num_rows} requests; pass one "
+                     "per request or a single key/seed")
+  return seeds
 
 
 def _secret(value: str | None) -> _Secret | None:
@@ -186,17 +215,29 @@ class OpenAICompatLLM(LLM):
     # Pickles (checkpoints) carry settings, never the key, the pool or the sqlite handle.
     state = {k: v for k, v in self.__dict__.items() if k not in ("_api_key", "_pool", "_opener")}
     state["cache"] = str(self.cache.path) if self.cache is not None else None
-    state["usage"] = self.usage.as_dict()
+    state["usage"] = self.usage.state_dict()
     return state
 
   def __setstate__(self, state):
     cache_path, usage = state.pop("cache"), state.pop("usage")
     self.__dict__.update(state)
     self.usage = Usage()
-    self.usage.__dict__.update(usage)
+    self.usage.load_state_dict(usage)
     self._api_key = _secret(os.environ.get(self.api_key_env))
     self.cache = cache_lib.ResponseCache(cache_path) if cache_path else None
     self._start()
+
+  def state_dict(self) -> dict:
+    """Usage and response-cache counters (the shared ledger saves itself; no key, no URL)."""
+    state = super().state_dict()
+    if self.cache is not None:
+      state["response_cache"] = self.cache.state_dict()
+    return state
+
+  def load_state_dict(self, state: dict) -> None:
+    super().load_state_dict(state)
+    if self.cache is not None and "response_cache" in state:
+      self.cache.load_state_dict(state["response_cache"])
 
   def close(self) -> None:
     self._pool.shutdown(wait=True)
@@ -205,11 +246,13 @@ class OpenAICompatLLM(LLM):
 
   def generate(self, requests: Sequence[Request], params: SamplingParams = SamplingParams(),
                rng: Any = None, *, component: str | None = None) -> list[Generation]:
-    """One answer per request, in order. ``rng``: an int seed or a jax key (temperature > 0).
+    """One answer per request, in order; ``rng`` as in ``LLM.generate`` (temperature > 0).
 
-    Identical requests in one call are distinct samples (sample index 0, 1,
-    ...), each cached under its own key, so a rerun with the same seed reads
-    the same answers back.
+    Each request gets its own seed (``row_seeds``): sent to the server and
+    part of its cache key, so a request's answer depends on its own seed
+    only, and a rerun with the same seeds reads the same answers back.
+    Identical requests with one shared int/key are distinct samples (rows
+    fold in their index).
     """
     if isinstance(requests, str):
       raise TypeError("generate() takes a list of requests; wrap a single prompt in a list")
@@ -217,16 +260,14 @@ class OpenAICompatLLM(LLM):
       _check_request(i, r)
     if params.temperature > 0 and rng is None:
       raise ValueError("sampling (temperature > 0) needs rng: an int seed or a jax PRNG key")
-    seed = seed_from_rng(rng) if params.temperature > 0 else None
+    seeds = (row_seeds(rng, len(requests)) if params.temperature > 0
+             else [None] * len(requests))
     name = component or ledger_lib.current_component(self.component)
 
-    counts = collections.Counter()
     out: list[Generation | None] = [None] * len(requests)
     todo = []
-    for i, r in enumerate(requests):
-      ident = json.dumps(r, sort_keys=True)
-      index, counts[ident] = counts[ident], counts[ident] + 1
-      key = (cache_lib.cache_key(self.model, r, params, seed, index)
+    for i, (r, seed) in enumerate(zip(requests, seeds)):
+      key = (cache_lib.cache_key(self.model, r, params, seed, base_url=self.base_url)
              if self.cache is not None else None)
       hit = self.cache.get(key) if key else None
       if hit is not None:
@@ -234,14 +275,14 @@ class OpenAICompatLLM(LLM):
         self.ledger.record(self.model, hit.prompt_tokens, hit.num_tokens, component=name,
                            cached=True)
       else:
-        todo.append((i, r, index, key))
-    futures = [self._pool.submit(self._answer, r, params, seed, index, key, name)
-               for _, r, index, key in todo]
+        todo.append((i, r, seed, key))
+    futures = [self._pool.submit(self._answer, r, params, seed, key, name)
+               for _, r, seed, key in todo]
     for (i, *_), f in zip(todo, futures):
       out[i] = f.result()
     return out
 
-  def _answer(self, request: Request, params: SamplingParams, seed: int | None, index: int,
+  def _answer(self, request: Request, params: SamplingParams, seed: int | None,
               key: str | None, component: str) -> Generation:
     chat = not isinstance(request, str)
     body: dict[str, Any] = {"model": self.model, "n": 1, "max_tokens": params.max_new_tokens,
@@ -253,7 +294,7 @@ class OpenAICompatLLM(LLM):
     if params.stop:
       body["stop"] = list(params.stop)
     if seed is not None:
-      body["seed"] = sample_seed(seed, index)
+      body["seed"] = seed
     if params.return_logprobs:
       body["logprobs"] = True if chat else 1
     path = "/chat/completions" if chat else "/completions"

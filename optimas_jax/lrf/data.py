@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from optimas_jax.lrf.text import OutputTooLongError, TextEncoder, text_key
+from optimas_jax.lrf.text import TextEncoder, text_key
 
 Fields = tuple[tuple[str, str], ...]
 
@@ -48,7 +48,8 @@ def encode_groups(groups: Sequence[Group], encoder: TextEncoder,
                   max_candidates: int, stats=None) -> list[EncodedGroup]:
   """Tokenize, merge candidates whose texts coincide, drop pairless groups.
 
-  Groups whose output alone overflows max_len are dropped and counted.
+  No group is dropped for length: the encoder shortens inputs and, as a last
+  resort, cuts an over-long output from the middle (counted in its stats).
 
   Candidates that tokenize to the same ids (e.g. equal outputs) are merged
   with their mean score: as separate rows they would form a pair the LRF
@@ -59,13 +60,7 @@ def encode_groups(groups: Sequence[Group], encoder: TextEncoder,
   out = []
   for g in groups:
     by_key: dict[bytes, list] = {}
-    try:
-      encoded = [encoder.encode(g.component, g.inputs, o) for o in g.outputs]
-    except OutputTooLongError:
-      # The output is never cut; a group we cannot show whole is dropped
-      # and counted (raise max_len to keep it).
-      stats["groups_output_too_long"] += 1
-      continue
+    encoded = [encoder.encode(g.component, g.inputs, o) for o in g.outputs]
     for ids, score in zip(encoded, g.scores):
       k = text_key(ids)
       if k in by_key:

@@ -8,7 +8,6 @@ workdir/checkpoints. Called by optimas_jax.main when config.job == "lrf".
 from __future__ import annotations
 
 import json
-import math
 import pathlib
 import time
 
@@ -17,13 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from optimas_jax.lrf import checkpoint, datasets
+from optimas_jax import checkpoint
+from optimas_jax.lrf import datasets
 from optimas_jax.lrf.buckets import plan_epoch
 from optimas_jax.lrf.config import validate_lrf_config
 from optimas_jax.lrf.data import encode_groups
 from optimas_jax.lrf.model import build_lrf
 from optimas_jax.lrf.text import TextEncoder
-from optimas_jax.lrf.train import Trainer
+from optimas_jax.lrf.train import StepEnd, Trainer, raise_if_not_finite, steps_per_epoch
 
 
 def _write_line(path: pathlib.Path, record: dict):
@@ -31,15 +31,13 @@ def _write_line(path: pathlib.Path, record: dict):
     f.write(json.dumps(record) + "\n")
 
 
-def _train_record(step, metrics, k):
+def _train_record(step, metrics, lr):
+  """A train metric line; the one host read of a logged step's metrics."""
   m = jax.device_get(metrics)
-  loss = float(m["loss"])
-  if not math.isfinite(loss) or not math.isfinite(float(m["grad_norm"])):
-    raise FloatingPointError(f"step {step}: loss {loss}, grad_norm "
-                             f"{float(m['grad_norm'])}; lower config.lrf.optim.lr")
+  loss, grad_norm = float(m["loss"]), float(m["grad_norm"])
+  raise_if_not_finite(step, loss, lr, grad_norm)
   pairs = np.maximum(np.asarray(m["pairs"]), 1)
-  return dict(step=step, split="train", loss=loss,
-              grad_norm=float(m["grad_norm"]),
+  return dict(step=step, split="train", loss=loss, grad_norm=grad_norm,
               per_component=dict(
                   pairs=np.asarray(m["pairs"]).tolist(),
                   loss=(np.asarray(m["nll"]) / pairs).tolist(),
@@ -51,8 +49,7 @@ def _train_record(step, metrics, k):
 def run(config, workdir) -> dict:
   """Trains and evaluates the LRF; resumes from workdir's checkpoint."""
   cfg = config.lrf
-  n_dev = jax.device_count()
-  validate_lrf_config(cfg, n_dev)
+  validate_lrf_config(cfg, jax.device_count())
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
@@ -72,14 +69,12 @@ def run(config, workdir) -> dict:
 
   k = len(descriptions)
   lrf = build_lrf(backbone, k, cfg)
-  per_step = cfg.groups_per_batch * cfg.accum_steps
-  steps_per_epoch = len(plan_epoch(train, cfg.buckets, per_step, cfg.seed, 0))
-  total = steps_per_epoch * cfg.epochs
+  total = steps_per_epoch(train, cfg) * cfg.epochs
   trainer = Trainer(lrf, cfg, k, total)
   rng = jax.random.PRNGKey(cfg.seed)
   state = trainer.init_state(rng, backbone.params)
 
-  mngr = checkpoint.manager(workdir)
+  mngr = checkpoint.manager(workdir / "checkpoints", max_to_keep=2)
   # Resume order: workdir checkpoint > fresh state from the registry backbone.
   restored = checkpoint.restore_latest(mngr, state)
   if restored is not None:
@@ -87,34 +82,33 @@ def run(config, workdir) -> dict:
     logging.info("lrf: resumed at step %d (%s)", int(state.step), meta)
   start = int(jax.device_get(state.step))
   trainer.prepare(train + held, state.frozen)
+  per_step = cfg.groups_per_batch * cfg.accum_steps
   eval_plan = plan_epoch(held, cfg.buckets, per_step, cfg.seed, 0, shuffle=False)
 
-  def evaluate(step):
+  def evaluate(state, step):
     rec = dict(step=step, split="eval",
                per_component=trainer.evaluate(state, held, eval_plan))
     _write_line(metrics_path, rec)
     return rec
 
-  t0, plan, last_eval = time.time(), None, None
-  for step in range(start, total):
-    epoch, i = divmod(step, steps_per_epoch)
-    if i == 0 or plan is None:
-      plan = plan_epoch(train, cfg.buckets, per_step, cfg.seed, epoch)
-    length, idxs = plan[i]
-    state, metrics = trainer.step_fn(state, trainer.batch(train, idxs, length),
-                                     rng)
-    done = step + 1
-    if done % cfg.log_every == 0 or done == total:
-      rec = _train_record(done, metrics, k)
+  t0, last_eval = time.time(), None
+
+  def on_step(end: StepEnd):
+    nonlocal last_eval
+    if end.step % cfg.log_every == 0 or end.last:
+      rec = _train_record(end.step, end.metrics, cfg.optim.lr)
       rec["elapsed_s"] = time.time() - t0
-      rec["epoch"] = epoch
+      rec["epoch"] = end.epoch
       _write_line(metrics_path, rec)
-    if done % steps_per_epoch == 0 and held:
-      last_eval = evaluate(done)
-    if done % cfg.checkpoint_every == 0 or done == total:
-      checkpoint.save(mngr, state, dict(epoch=epoch, step=done))
+    if end.epoch_end and held:
+      last_eval = evaluate(end.state, end.step)
+    if end.step % cfg.checkpoint_every == 0 or end.last:
+      checkpoint.save(mngr, end.step, end.state, dict(epoch=end.epoch, step=end.step))
+
+  state, _ = trainer.fit(state, train, cfg.epochs, cfg.seed, start_step=start,
+                         rng=rng, on_step=on_step)
   if last_eval is None and held:
-    last_eval = evaluate(int(state.step))
+    last_eval = evaluate(state, int(state.step))
   mngr.wait_until_finished()
   mngr.close()
   summary = dict(step=int(state.step), total_steps=total,

@@ -1,10 +1,12 @@
-"""The text an LRF reads, tokenized once, truncated without cutting outputs.
+"""The text an LRF reads, tokenized once, truncated with the output kept last.
 
 A text is the template filled with the component description, its input
-fields and its output fields. Over `max_len`, the inputs are shortened from
-the middle (largest first) and the output is never cut: a right-truncated
+fields and its output fields. Over `max_len`, the inputs are shortened first
+(from the middle, longest first), then the description: a right-truncated
 long input would drop the output, chosen and rejected would become the same
-text and the LRF would learn nothing (see OPTIMAS.md). Every truncation is
+text and the LRF would learn nothing (see OPTIMAS.md). Only when the output
+alone does not fit is the output itself cut from the middle (head, ellipsis,
+tail), as a last resort: no text is refused for length. Every truncation is
 counted in `TextEncoder.stats`.
 """
 
@@ -20,10 +22,6 @@ from optimas_jax.lrf.config import DEFAULT_FIELD_TEMPLATE, DEFAULT_TEMPLATE
 
 Fields = Sequence[tuple[str, str]]
 ELLIPSIS = " ... "
-
-
-class OutputTooLongError(ValueError):
-  """The output alone does not fit max_len; it is never cut."""
 
 
 def token_fn(tokenizer) -> tuple[Callable[[str], list[int]], list[int], list[int]]:
@@ -163,44 +161,59 @@ class TextEncoder:
     mid, _, tail = post.partition("{inputs}")
     between, _, after = tail.partition("{outputs}")
     mid_ids, between_ids, after_ids = self._seg(mid), self._seg(between), self._seg(after)
-    ins = self._fields(inputs)
-    outs = [t for trip in self._fields(outputs) for t in trip]
-    out_ids = [i for seg in outs for i in seg]
+    ins, outs = self._fields(inputs), self._fields(outputs)
 
     budget = self.max_len - len(self._prefix) - len(self._suffix)
-    fixed = (len(before_desc) + len(mid_ids) + len(between_ids) + len(after_ids)
-             + len(out_ids) + sum(len(a) + len(c) for a, _, c in ins))
-    if fixed > budget:
-      raise OutputTooLongError(
-          f"component {component}: output plus template needs {fixed} tokens "
-          f"> max_len {self.max_len} minus specials; the output is never cut: "
-          "raise config.lrf.max_len or shorten the field names")
-    values = [b for _, b, _ in ins]
-    room = budget - fixed
-    # Inputs first (from the middle, longest first); the description only if
-    # the inputs cannot make room by themselves.
-    need = len(desc) + sum(map(len, values)) - room
-    if need > 0:
-      in_budget = max(room - len(desc), 0)
-      keeps = _water_fill([len(v) for v in values], in_budget)
-      cut_values = []
-      for v, k in zip(values, keeps):
-        if k < len(v):
-          self.stats["truncated_inputs"] += 1
-          self.stats["input_tokens_removed"] += len(v) - k
-          v = _cut_middle(v, k, self._ellipsis)
-        cut_values.append(v)
-      values = cut_values
-      desc_room = room - sum(map(len, values))
+    # What is never cut: template text and field names.
+    skeleton = (len(before_desc) + len(mid_ids) + len(between_ids) + len(after_ids)
+                + sum(len(a) + len(c) for a, _, c in ins + outs))
+    if skeleton > budget:
+      raise ValueError(
+          f"config.lrf.max_len={self.max_len}: the template and field names alone "
+          f"need {skeleton} tokens plus specials; raise config.lrf.max_len or "
+          "shorten config.lrf.template / config.lrf.field_template")
+    room = budget - skeleton
+    # The output takes the room it needs; only an output longer than all the
+    # room there is gets cut (the last resort), leaving none for the inputs.
+    out_full = [b for _, b, _ in outs]
+    out_values = self._shorten(out_full, room, "output")
+    truncated = out_values is not out_full
+    in_room = room - sum(map(len, out_values))
+    # Then the inputs (from the middle, longest first); the description only
+    # if the inputs cannot make room by themselves.
+    in_values = [b for _, b, _ in ins]
+    if len(desc) + sum(map(len, in_values)) > in_room:
+      truncated = True
+      in_values = self._shorten(in_values, max(in_room - len(desc), 0), "input")
+      desc_room = in_room - sum(map(len, in_values))
       if desc_room < len(desc):
         self.stats["truncated_descriptions"] += 1
-        desc = _cut_middle(desc, max(desc_room, 0), self._ellipsis)
+        desc = _cut_middle(desc, desc_room, self._ellipsis)
+    if truncated:
       self.stats["truncated_texts"] += 1
-    in_ids = [i for (a, _, c), v in zip(ins, values) for i in a + v + c]
+    in_ids = [i for (a, _, c), v in zip(ins, in_values) for i in a + v + c]
+    out_ids = [i for (a, _, c), v in zip(outs, out_values) for i in a + v + c]
     ids = (self._prefix + before_desc + desc + mid_ids + in_ids + between_ids
            + out_ids + after_ids + self._suffix)
     assert len(ids) <= self.max_len, (len(ids), self.max_len)
     return np.asarray(ids, np.int32)
+
+  def _shorten(self, values: list[list[int]], room: int, kind: str) -> list[list[int]]:
+    """Field values cut from the middle (longest first) to fit `room` tokens.
+
+    Counts `truncated_<kind>s` (values cut) and `<kind>_tokens_removed`.
+    """
+    if sum(map(len, values)) <= room:
+      return values
+    keeps = _water_fill([len(v) for v in values], room)
+    out = []
+    for v, keep in zip(values, keeps):
+      if keep < len(v):
+        self.stats[f"truncated_{kind}s"] += 1
+        self.stats[f"{kind}_tokens_removed"] += len(v) - keep
+        v = _cut_middle(v, keep, self._ellipsis)
+      out.append(v)
+    return out
 
   def render_text(self, component: int, inputs: Fields, outputs: Fields) -> str:
     """The untruncated text (for logs and the reference trainer)."""

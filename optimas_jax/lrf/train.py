@@ -1,14 +1,18 @@
 """Train state, the jitted train/eval steps, and the data-parallel trainer.
 
-`train_step(state, batch, rng)` is pure: the batch is (A, G, N, ...) with A
-micro-batches scanned for gradient accumulation and G groups sharded over
-the ("data",) mesh; params are replicated and the state is donated.
+`train_step(state, batch, rng, update_mask)` is pure: the batch is
+(A, G, N, ...) with A micro-batches scanned for gradient accumulation and G
+groups sharded over the ("data",) mesh; params are replicated and the state
+is donated. `Trainer.fit` is the one LRF training loop (lrf.run and the
+loop's LocalRewards both call it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Any
+import math
+from typing import Any, Callable, Sequence
 
 import flax.struct
 import jax
@@ -18,7 +22,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from optimas_jax.lrf import loss as loss_lib
-from optimas_jax.lrf.buckets import collate
+from optimas_jax.lrf.buckets import collate, plan_epoch
 from optimas_jax.lrf.cache import ActivationCache
 
 
@@ -54,6 +58,39 @@ def init_state(lrf, tx, rng, backbone_params=None) -> TrainState:
                     frozen=frozen, opt_state=tx.init(trainable))
 
 
+def update_mask(trainable, num_components: int, only_head: int | None = None):
+  """Bool pytree, each leaf broadcastable to its `trainable` leaf: what may change.
+
+  None: everything trainable. `only_head=k`: row k of the stacked heads
+  only; the shared layers, LoRA factors and the other heads keep their
+  values and their optimizer moments bit for bit. The leaf shapes do not
+  depend on `only_head`, so switching masks reuses the compiled step.
+  """
+  if only_head is not None and not 0 <= only_head < num_components:
+    raise ValueError(f"only_head={only_head}: not a component index in "
+                     f"[0, {num_components})")
+
+  def leaf(path, x):
+    if _is_head(path):
+      rows = (np.ones((num_components,), bool) if only_head is None
+              else np.arange(num_components) == only_head)
+      return rows.reshape((num_components,) + (1,) * (np.ndim(x) - 1))
+    return np.asarray(only_head is None)
+  return jax.tree_util.tree_map_with_path(leaf, trainable)
+
+
+def _is_head(path) -> bool:
+  """Leaves of the vmapped heads: trainable["params"]["heads"][...], axis 0 = K."""
+  keys = [getattr(p, "key", None) for p in path[:2]]
+  return keys == ["params", "heads"]
+
+
+def _select(mask, new, old):
+  """`new` where the mask is set, else `old` (exact: where, not a multiply,
+  so a NaN update cannot leak into a masked parameter)."""
+  return jax.tree.map(lambda m, n, o: jnp.where(m, n, o), mask, new, old)
+
+
 def _feats(micro):
   """Flatten (G, N, ...) model inputs to (G*N, ...)."""
   keys = [k for k in ("tokens", "hidden", "pooled", "mask") if k in micro]
@@ -72,9 +109,13 @@ def _micro(trainable, frozen, micro, lrf, loss_cfg, num_components):
   return mean * denom, (denom, stats)
 
 
-def train_step(state: TrainState, batch, rng, *, lrf, tx, loss_cfg,
-               num_components):
-  """One optimizer step over A accumulated micro-batches."""
+def train_step(state: TrainState, batch, rng, update_mask=None, *, lrf, tx,
+               loss_cfg, num_components):
+  """One optimizer step over A accumulated micro-batches.
+
+  `update_mask` (see `update_mask()`) limits what the step changes; None
+  changes everything trainable.
+  """
   del rng  # deterministic model (no dropout); kept for the step signature
   grad_fn = jax.value_and_grad(_micro, has_aux=True)
 
@@ -94,8 +135,21 @@ def train_step(state: TrainState, batch, rng, *, lrf, tx, loss_cfg,
   # big batch; 0 (not NaN) when the step holds no valid pair.
   inv = jnp.where(d_sum > 0, 1.0 / jnp.where(d_sum > 0, d_sum, 1.0), 0.0)
   grads = jax.tree.map(lambda x: x * inv, g_sum)
+  if update_mask is not None:
+    # Masked gradients make clipping see only what may move. Masked updates
+    # and moments matter too: AdamW's weight decay and Adam's momentum move
+    # a parameter even at zero gradient.
+    grads = _select(update_mask, grads, jax.tree.map(jnp.zeros_like, grads))
   updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
   trainable = optax.apply_updates(state.trainable, updates)
+  if update_mask is not None:
+    trainable = _select(update_mask, trainable, state.trainable)
+    # The mask laid over the optimizer state: moments (mu, nu) follow their
+    # parameter; counts and other non-parameter fields always advance.
+    opt_mask = optax.tree_utils.tree_map_params(
+        tx, lambda _, m: m, opt_state, update_mask,
+        transform_non_params=lambda v: jax.tree.map(lambda _: True, v))
+    opt_state = _select(opt_mask, opt_state, state.opt_state)
   new_state = state.replace(step=state.step + 1, trainable=trainable,
                             opt_state=opt_state)
   metrics = dict(loss=l_sum * inv, grad_norm=optax.tree.norm(grads),
@@ -145,6 +199,36 @@ def make_mesh() -> Mesh:
   return Mesh(np.array(jax.devices()), ("data",))
 
 
+def steps_per_epoch(groups: Sequence, cfg) -> int:
+  """Optimizer steps in one epoch over `groups` (independent of seed and epoch)."""
+  per_step = cfg.groups_per_batch * cfg.accum_steps
+  return len(plan_epoch(groups, cfg.buckets, per_step, 0, 0))
+
+
+def raise_if_not_finite(step: int, loss: float, lr: float, grad_norm: float | None = None):
+  """The one finiteness check of LRF training, at host reads of the loss."""
+  if math.isfinite(loss) and (grad_norm is None or math.isfinite(grad_norm)):
+    return
+  norm = "" if grad_norm is None else f", grad_norm {grad_norm}"
+  raise FloatingPointError(f"LRF training step {step}: loss {loss}{norm}; lower "
+                           f"config.lrf.optim.lr (now {lr})")
+
+
+@dataclasses.dataclass(frozen=True)
+class StepEnd:
+  """What `Trainer.fit` hands its `on_step` hook after each step.
+
+  `state` is donated to the next step: read or save it inside the hook,
+  never keep it. `metrics` are device arrays; read them only when logging.
+  """
+  step: int               # steps of this schedule done (counts the resumed ones)
+  epoch: int
+  epoch_end: bool
+  last: bool
+  state: TrainState
+  metrics: dict
+
+
 class Trainer:
   """Jitted steps on a mesh, host batching, and the frozen-activation cache."""
 
@@ -163,9 +247,11 @@ class Trainer:
     self.data = NamedSharding(self.mesh, P(None, "data"))
     step = functools.partial(train_step, lrf=lrf, tx=self.tx,
                              loss_cfg=self.loss_cfg, num_components=num_components)
-    self.step_fn = jax.jit(step, in_shardings=(self.repl, self.data, self.repl),
-                           out_shardings=(self.repl, self.repl),
-                           donate_argnums=(0,))
+    # The update mask is a traced argument: one compiled step for every mask.
+    self.jitted_step = jax.jit(
+        step, in_shardings=(self.repl, self.data, self.repl, self.repl),
+        out_shardings=(self.repl, self.repl), donate_argnums=(0,))
+    self._full_mask = None
     ev = functools.partial(eval_step, lrf=lrf, loss_cfg=self.loss_cfg,
                            num_components=num_components)
     self.eval_fn = jax.jit(ev, in_shardings=(self.repl, self.repl, self.data),
@@ -177,6 +263,59 @@ class Trainer:
     # shares its backbone arrays across callers.
     state = jax.tree.map(lambda x: jnp.array(x, copy=True), state)
     return jax.device_put(state, self.repl)
+
+  def update_mask(self, trainable, only_head: int | None = None):
+    """`update_mask()` for this trainer's K heads, on the mesh."""
+    return jax.device_put(update_mask(trainable, self.k, only_head), self.repl)
+
+  def step_fn(self, state: TrainState, batch, rng, update_mask=None):
+    """(state, metrics) after one step; `update_mask` None trains everything."""
+    if update_mask is None:
+      if self._full_mask is None:
+        self._full_mask = self.update_mask(state.trainable)
+      update_mask = self._full_mask
+    return self.jitted_step(state, batch, rng, update_mask)
+
+  def fit(self, state: TrainState, groups: Sequence, epochs: int, plan_seed: int, *,
+          start_step: int = 0, update_mask=None, rng=None,
+          on_step: Callable[[StepEnd], None] | None = None) -> tuple[TrainState, dict]:
+    """`epochs` passes over `groups`; returns (state, summary).
+
+    Epoch e visits `plan_epoch(groups, ..., plan_seed, e)`, so a resumed run
+    (`start_step` steps of this schedule already done) knows its place from
+    the step count alone. The loss is checked for NaN/inf at every epoch
+    end (one host read per epoch). Summary: steps run, mean step loss,
+    pairwise accuracy and pairs over those steps.
+    """
+    cfg = self.cfg
+    per_step = cfg.groups_per_batch * cfg.accum_steps
+    epoch_steps = steps_per_epoch(groups, cfg)
+    total = epoch_steps * epochs
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    pending, plan = [], None
+    loss_sum, correct, pairs, steps = 0.0, 0.0, 0.0, 0
+    for step in range(start_step, total):
+      epoch, i = divmod(step, epoch_steps)
+      if i == 0 or plan is None:
+        plan = plan_epoch(groups, cfg.buckets, per_step, plan_seed, epoch)
+      length, idxs = plan[i]
+      state, metrics = self.step_fn(state, self.batch(groups, idxs, length), rng,
+                                    update_mask)
+      done = step + 1
+      pending.append((done, metrics["loss"], metrics["correct"], metrics["pairs"]))
+      epoch_end, last = done % epoch_steps == 0, done == total
+      if epoch_end or last:
+        for at, loss, right, count in jax.device_get(pending):
+          raise_if_not_finite(at, float(loss), cfg.optim.lr)
+          loss_sum += float(loss)
+          correct += float(np.sum(right))
+          pairs += float(np.sum(count))
+          steps += 1
+        pending = []
+      if on_step is not None:
+        on_step(StepEnd(done, epoch, epoch_end, last, state, metrics))
+    return state, {"steps": steps, "loss": loss_sum / max(steps, 1),
+                   "accuracy": correct / max(pairs, 1.0), "pairs": pairs}
 
   def prepare(self, groups, frozen):
     """Fills the activation cache for these groups (no-op without a cache)."""

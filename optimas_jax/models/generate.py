@@ -5,6 +5,10 @@ batch is padded to a power of two, prompts are left-padded to a multiple of
 ``prompt_multiple`` tokens, and each ``max_new_tokens`` is its own program.
 Temperature and top-p are traced values (changing them does not recompile).
 
+Every row samples with its own PRNG key (folded with the decode step), so a
+row's text depends on its prompt and key only, never on its batch-mates,
+the batch bucket or the chunk it ran in.
+
 Prompts longer than the context are truncated from the start (the end of a
 prompt is what the answer depends on); ``Completion.truncated`` counts the
 dropped tokens, so no cut is silent.
@@ -56,17 +60,18 @@ def top_p_filter(logits, top_p):
   return jnp.where(logits >= cutoff, logits, -jnp.inf)
 
 
-def sample(logits, key, temperature, top_p):
-  """Next token (B,) and its log-prob, from float32 logits (B, V).
+def sample(logits, keys, temperature, top_p):
+  """Next token (B,) and its log-prob, from float32 logits (B, V) and (B,) typed keys.
 
-  temperature 0 is greedy. The log-prob is under softmax(logits /
-  temperature) (raw logits when greedy), before top-p truncation: the
-  quantity a policy-gradient update differentiates.
+  Row b draws with ``keys[b]`` alone. temperature 0 is greedy (keys
+  unused). The log-prob is under softmax(logits / temperature) (raw logits
+  when greedy), before top-p truncation: the quantity a policy-gradient
+  update differentiates.
   """
   def draw():
     scaled = logits / temperature
     scaled = jax.lax.cond(top_p < 1.0, lambda s: top_p_filter(s, top_p), lambda s: s, scaled)
-    return jax.random.categorical(key, scaled, axis=-1).astype(jnp.int32)
+    return jax.vmap(jax.random.categorical)(keys, scaled).astype(jnp.int32)
 
   token = jax.lax.cond(temperature > 0, draw,
                        lambda: jnp.argmax(logits, axis=-1).astype(jnp.int32))
@@ -75,9 +80,48 @@ def sample(logits, key, temperature, top_p):
   return token, jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
 
 
+def row_keys(rng, num_rows: int):
+  """(num_rows,) typed keys from per-row keys or from one key (row r: ``fold_in(rng, r)``).
+
+  ``rng`` is a typed key (``jax.random.key``) or a raw uint32 one
+  (``jax.random.PRNGKey``): a single key, or one per row stacked on axis 0
+  (``BatchRng.jax_keys()``, or raw keys of shape (num_rows, 2)).
+  """
+  keys = _typed_keys(rng)
+  if keys.ndim == 0:
+    return _fold_rows(keys, np.arange(num_rows, dtype=np.uint32))
+  if keys.shape != (num_rows,):
+    raise ValueError(f"rng holds keys of shape {keys.shape} for {num_rows} prompts; pass one "
+                     "key per prompt (stacked on axis 0) or a single key")
+  return keys
+
+
+def _typed_keys(rng):
+  dtype = getattr(rng, "dtype", None)
+  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+    return rng
+  if dtype is None or not np.issubdtype(dtype, np.integer) or np.ndim(rng) not in (1, 2):
+    raise TypeError(f"rng={rng!r:.100}; expected a jax PRNG key (jax.random.key(seed)) or "
+                    "a stacked array of per-row keys")
+  return jax.random.wrap_key_data(jnp.asarray(rng, jnp.uint32))
+
+
+@jax.jit
+def _fold_rows(key, rows):
+  """Row r of ``rows`` gets ``fold_in(key, r)``."""
+  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, rows)
+
+
+def _fold_step(keys, step):
+  return jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
+
+
 def _generate(module: llama.LlamaDecoder, max_new_tokens: int, params, prompt_ids, prompt_mask,
-              stop_ids, active, rng, temperature, top_p, pad_id):
-  """Traced body: prefill the left-padded prompts, then decode until all rows stop."""
+              stop_ids, active, keys, temperature, top_p, pad_id):
+  """Traced body: prefill the left-padded prompts, then decode until all rows stop.
+
+  ``keys`` (B,) are the rows' own keys; step i samples with ``fold_in(keys[b], i)``.
+  """
   batch, plen = prompt_ids.shape
   total = plen + max_new_tokens
   apply = functools.partial(module.apply, params)
@@ -91,7 +135,7 @@ def _generate(module: llama.LlamaDecoder, max_new_tokens: int, params, prompt_id
   mask = key_ok[:, None, :] & (slots[None, None, :] <= jnp.arange(plen)[None, :, None])
   hidden, cache = apply(prompt_ids, positions, mask, cache, 0, method=module.forward_cached)
   logits = apply(hidden[:, -1], method=module.project)
-  token, logp = sample(logits, jax.random.fold_in(rng, 0), temperature, top_p)
+  token, logp = sample(logits, _fold_step(keys, 0), temperature, top_p)
   is_stop = lambda t: jnp.any(t[:, None] == stop_ids, axis=1)
   done = ~active | is_stop(token)
   tokens = jnp.full((batch, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(token)
@@ -108,7 +152,7 @@ def _generate(module: llama.LlamaDecoder, max_new_tokens: int, params, prompt_id
     mask = (key_ok & (slots[None, :] <= slot))[:, None, :]
     hidden, cache = apply(last[:, None], pos, mask, cache, slot, method=module.forward_cached)
     logits = apply(hidden[:, 0], method=module.project)
-    token, logp = sample(logits, jax.random.fold_in(rng, i), temperature, top_p)
+    token, logp = sample(logits, _fold_step(keys, i), temperature, top_p)
     token = jnp.where(done, pad_id, token)
     logp = jnp.where(done, 0.0, logp)
     tokens = jax.lax.dynamic_update_slice(tokens, token[:, None], (0, i))
@@ -147,7 +191,13 @@ class Generator:
   def generate_ids(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
                    stop_ids: Sequence[int] | Sequence[Sequence[int]] = (),
                    temperature: float = 0.0, top_p: float = 1.0, rng=None) -> list[Completion]:
-    """Completions for token-id prompts; ``stop_ids`` shared or one list per row."""
+    """Completions for token-id prompts; ``stop_ids`` shared or one list per row.
+
+    ``rng`` (needed when temperature > 0): one key per prompt, stacked on
+    axis 0 (``BatchRng.jax_keys()``), or a single key, from which prompt r
+    (its index in ``prompts``) gets ``fold_in(rng, r)``. Either way a row's
+    sample depends on its prompt and its key only.
+    """
     if max_new_tokens < 1:
       raise ValueError(f"max_new_tokens={max_new_tokens}; must be >= 1")
     if max_new_tokens >= self.max_context:
@@ -157,9 +207,12 @@ class Generator:
       raise ValueError(f"temperature={temperature} (need >= 0), top_p={top_p} (need (0, 1])")
     if temperature > 0 and rng is None:
       raise ValueError("sampling (temperature > 0) needs an explicit rng key")
-    rng = jax.random.PRNGKey(0) if rng is None else rng
-    per_row = bool(stop_ids) and not isinstance(stop_ids[0], (int, np.integer))
     rows = [list(p) for p in prompts]
+    # Greedy ignores the keys; a fixed one keeps a single compiled program for both modes.
+    keys = _typed_keys(rng if rng is not None else jax.random.key(0))
+    if keys.ndim:
+      keys = row_keys(keys, len(rows))   # checks the count: one key per prompt
+    per_row = bool(stop_ids) and not isinstance(stop_ids[0], (int, np.integer))
     row_stops = [list(s) for s in stop_ids] if per_row else [list(stop_ids)] * len(rows)
     if len(row_stops) != len(rows):
       raise ValueError(f"{len(row_stops)} stop-id lists for {len(rows)} prompts")
@@ -170,12 +223,21 @@ class Generator:
     step = max(1, min(self.max_batch, self.max_batch_tokens // longest))
     out = []
     for lo in range(0, len(rows), step):
-      chunk_rng = jax.random.fold_in(rng, lo // step)
-      out += self._chunk(rows[lo:lo + step], row_stops[lo:lo + step],
-                         max_new_tokens, temperature, top_p, chunk_rng)
+      hi = min(lo + step, len(rows))
+      chunk_keys = self._chunk_keys(keys, lo, hi, bucket_batch(hi - lo))
+      out += self._chunk(rows[lo:hi], row_stops[lo:hi], max_new_tokens, temperature, top_p,
+                         chunk_keys)
     return out
 
-  def _chunk(self, rows, row_stops, max_new_tokens, temperature, top_p, rng):
+  @staticmethod
+  def _chunk_keys(keys, lo: int, hi: int, batch: int):
+    """The (batch,) keys of rows lo..hi-1; filler rows past hi get unused dummy keys."""
+    if keys.ndim == 0:
+      return _fold_rows(keys, np.arange(lo, lo + batch, dtype=np.uint32))
+    # Filler rows repeat the last real key: they are inactive, their samples are dropped.
+    return keys[np.minimum(np.arange(lo, lo + batch), hi - 1)]
+
+  def _chunk(self, rows, row_stops, max_new_tokens, temperature, top_p, keys):
     room = self.max_context - max_new_tokens
     truncated = [max(0, len(r) - room) for r in rows]
     rows = [r[len(r) - min(len(r), room):] or [self.pad_id] for r in rows]
@@ -189,7 +251,7 @@ class Generator:
       stops[i, :len(s)] = s
     active = np.arange(batch) < len(rows)
     with self._lock:
-      tokens, logps = self._fn(max_new_tokens, self.params, ids, mask, stops, active, rng,
+      tokens, logps = self._fn(max_new_tokens, self.params, ids, mask, stops, active, keys,
                                jnp.float32(temperature), jnp.float32(top_p),
                                jnp.int32(self.pad_id))
       tokens, logps = np.asarray(tokens), np.asarray(logps)

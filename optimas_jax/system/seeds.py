@@ -39,8 +39,9 @@ class BatchRng:
     """A (B,) array of typed JAX keys, one per example (for batched sampling)."""
     import jax  # host-side core stays importable without initialising JAX
     import jax.numpy as jnp
-    return jax.vmap(jax.random.key)(jnp.asarray([s & 0x7FFFFFFF for s in self.seeds],
-                                                dtype=jnp.uint32))
+    # All 63 bits of each seed become the key's two 32-bit words.
+    words = np.array([[s >> 32, s & 0xFFFFFFFF] for s in self.seeds], dtype=np.uint32)
+    return jax.random.wrap_key_data(jnp.asarray(words.reshape(-1, 2)), impl="threefry2x32")
 
   def subset(self, indices) -> "BatchRng":
     return BatchRng(tuple(self.seeds[i] for i in indices))

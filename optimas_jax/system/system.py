@@ -10,7 +10,7 @@ import numpy as np
 
 from optimas_jax.system.component import Component, execute
 from optimas_jax.system.config import SystemConfig
-from optimas_jax.system.counters import Counters
+from optimas_jax.system.counters import BudgetSpent, Counters
 from optimas_jax.system.execution import ExampleFailure
 from optimas_jax.system.seeds import BatchRng, derive_seed
 
@@ -205,9 +205,25 @@ class System:
     self._check_examples(examples)
     traces = [Trace(i, derive_seed(seed, "example", i), dict(ex), {})
               for i, ex in enumerate(examples)]
-    self._run_components(self.order, traces, config, sample=None)
-    self.counters.add_runs(full=len(traces))
+    admitted = self.counters.admit(len(traces))
+    self._run_components(self.order, traces[:admitted], config, sample=None)
+    self.counters.add_runs(full=admitted)
+    self._stop_if_cut(admitted, len(traces), "run")
     return self._result(traces)
+
+  def pay_partial(self, n: int) -> None:
+    """Counts `n` partial runs done outside run/rerun (e.g. a component's
+    propose() call); raises BudgetSpent, before any work, when they do not fit."""
+    if self.counters.admit(n) < n:
+      raise BudgetSpent(f"proposals: {n} runs do not fit in the budget of "
+                        f"{self.counters.budget_cap} system runs")
+    self.counters.add_runs(partial=n)
+
+  def _stop_if_cut(self, admitted: int, n: int, what: str) -> None:
+    # The runs that fit were done and counted; the rest would exceed the cap.
+    if admitted < n:
+      raise BudgetSpent(f"{what}: {admitted} of {n} runs fit in the budget of "
+                        f"{self.counters.budget_cap} system runs")
 
   def run_from(self, component: str, traces: Sequence[Trace], config: SystemConfig,
                sample: int | str | Sequence[int | str] | None = None) -> RunResult:
@@ -237,6 +253,10 @@ class System:
     samples of many examples go through each component as a single batch.
     """
     rerun = [n for n in self.order if n in set(names)]
+    if sample is not None and not isinstance(sample, (int, np.integer, str)):
+      if len(sample) != len(traces):
+        raise ValueError(f"{len(sample)} sample indices for {len(traces)} traces")
+      sample = list(sample)
     fresh = []
     for t in traces:
       kept = {n: s for n, s in t.steps.items() if n not in rerun}
@@ -244,8 +264,16 @@ class System:
       # keeps its failure (and is scored as one) rather than being dropped.
       kept_failure = t.failure if t.failure and t.failure.component not in rerun else None
       fresh.append(Trace(t.index, t.seed, dict(t.example), kept, kept_failure))
-    self._run_components(rerun, fresh, config, sample=sample)
-    self.counters.add_runs(partial=sum(not t.failed for t in fresh))
+    # Every re-run example is paid for, whether it then fails or not; one
+    # that failed upstream does no work here and costs nothing.
+    work = [i for i, t in enumerate(fresh) if not t.failed]
+    admitted = self.counters.admit(len(work))
+    run_now = [fresh[i] for i in work[:admitted]]
+    if isinstance(sample, list):
+      sample = [sample[i] for i in work[:admitted]]
+    self._run_components(rerun, run_now, config, sample=sample)
+    self.counters.add_runs(partial=admitted)
+    self._stop_if_cut(admitted, len(work), "rerun")
     return self._result(fresh)
 
   def _run_components(self, names, traces: list[Trace], config: SystemConfig, sample):

@@ -5,7 +5,7 @@ import pytest
 
 from optimas_jax import system as osys
 from optimas_jax.collect.cache import RolloutCache
-from optimas_jax.collect.preferences import PreferenceCollector, PreferenceGroup
+from optimas_jax.collect.preferences import CollectStats, PreferenceCollector, PreferenceGroup
 from optimas_jax.collect.replay import ReplayBuffer
 
 
@@ -148,3 +148,39 @@ def test_deterministic_downstream_needs_one_rollout():
   res = s.run(EXAMPLES, cfg)
   _, st = PreferenceCollector(s, 4, 5).collect("guess", res.traces, cfg, "r")
   assert st.rollouts_run == 6 * 4                              # not 6 * 4 * 5
+
+
+def test_space_candidates_depend_on_the_run_seed():
+  system = make_system()
+  cfg = system.default_config()
+  traces = system.run(EXAMPLES, cfg, seed=0).traces
+  drawn = []
+  for seed in range(4):
+    collector = PreferenceCollector(system, num_candidates=2, num_rollouts=1, mode="space",
+                                    seed=seed)
+    cands = collector.candidates("guess", traces, cfg, "iter0", CollectStats())
+    drawn.append(cands[0][1]["g"])
+  assert len(set(drawn)) > 1          # today's bug: every seed drew the same candidates
+
+
+def test_replay_sample_respects_its_pair_budget():
+  buf = ReplayBuffer(100)
+  groups = [PreferenceGroup("c", {"x": i}, ({"y": 0}, {"y": 1}, {"y": 2}), (0.0, 0.5, 1.0))
+            for i in range(5)]                                # 3 pairs each
+  buf.add(groups)
+  rng = np.random.default_rng(0)
+  assert buf.sample("c", 0, rng) == []
+  assert buf.sample("c", 2, rng) == []
+  assert sum(g.num_pairs for g in buf.sample("c", 7, rng)) == 6
+
+
+def test_rollout_cache_forgets_an_interrupted_round(tmp_path):
+  cache = RolloutCache(tmp_path / "r.sqlite")
+  cache.put_many("rollout", {"a": 1.0}, round_index=0)
+  cache.put_many("rollout", {"b": 2.0}, round_index=3)
+  assert cache.forget_rounds_from(3) == 1
+  assert cache.get_many("rollout", ["a", "b"]) == {"a": 1.0}
+  state = cache.state_dict()
+  other = RolloutCache(tmp_path / "r.sqlite")
+  other.load_state_dict(state)
+  assert other.state_dict() == state == {"hits": 1, "misses": 1}

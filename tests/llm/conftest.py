@@ -1,9 +1,8 @@
-"""Real servers (``optimas_jax.serve`` over tiny-llama) on free loopback ports."""
+"""Real servers (``optimas_jax.llm.serve`` over tiny-llama) on free loopback ports."""
 
 import pytest
 
-from optimas_jax import serve
-from optimas_jax.llm import local
+from optimas_jax.llm import local, serve
 from optimas_jax.llm.openai_compat import OpenAICompatLLM
 
 

@@ -133,3 +133,17 @@ def test_api_key_is_sent_but_never_shown(make_server, make_client, monkeypatch, 
   for shown in (repr(client), str(client.__dict__), *errors, caplog.text, out, err,
                 cache_bytes, pickle.dumps(client)):
     assert (key.encode() if isinstance(shown, bytes) else key) not in shown
+
+
+def test_each_request_samples_with_its_own_seed(server, make_client):
+  client = make_client(server, max_concurrency=8, cache=False)
+  hot = SamplingParams(temperature=1.0, max_new_tokens=4)
+  prompts = [f"sample {i}" for i in range(6)]
+  seeds = [101, 102, 103, 104, 105, 106]
+  batched = [g.text for g in client.generate(prompts, hot, rng=seeds)]
+  # The same request with the same seed, alone or with other neighbours: the same text.
+  assert client.generate([prompts[3]], hot, rng=[seeds[3]])[0].text == batched[3]
+  assert [g.text for g in client.generate(prompts[3:0:-1], hot, rng=seeds[3:0:-1])] == \
+      batched[3:0:-1]
+  with pytest.raises(ValueError, match="one per request"):
+    client.generate(prompts, hot, rng=seeds[:2])

@@ -1,5 +1,6 @@
 """The server's OpenAI JSON shapes and errors, raw over HTTP; the CLI as a subprocess."""
 
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -8,9 +9,11 @@ import threading
 import urllib.error
 import urllib.request
 
+import jax
+import jax.numpy as jnp
 import pytest
 
-from optimas_jax.llm import SamplingParams
+from optimas_jax.llm import SamplingParams, serve
 from optimas_jax.llm.openai_compat import OpenAICompatLLM
 
 
@@ -96,3 +99,30 @@ def test_cli_subprocess_serves(tmp_path):
     watchdog.cancel()
     proc.terminate()
     proc.wait(timeout=30)
+
+
+def test_a_seeded_request_gets_the_same_text_alone_or_batched(make_server, tiny_llm):
+  server = make_server(batch_window_ms=300)
+  body = lambda text, seed, n=1: {
+      "model": "tiny-llama", "messages": [{"role": "user", "content": text}], "max_tokens": 6,
+      "temperature": 1.0, "seed": seed, "n": n}
+  text_of = lambda reply: [c["message"]["content"] for c in reply[1]["choices"]]
+  (alone,) = text_of(call(server.url + "/chat/completions", body("roll the dice", 5)))
+  assert server.stats()["largest_batch"] == 1
+  bodies = [body(f"other question {i}", 50 + i) for i in range(5)]
+  bodies.insert(2, body("roll the dice", 5))
+  with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
+    replies = list(pool.map(lambda b: call(server.url + "/chat/completions", b), bodies))
+  assert server.stats()["largest_batch"] > 1, server.stats()
+  assert text_of(replies[2]) == [alone]
+  # n answers of one request: choice 0 is the seed's own key, the others fold in their index.
+  first, second = text_of(call(server.url + "/chat/completions", body("roll the dice", 5, n=2)))
+  assert first == alone and second != alone
+  # A client replays it locally: seed 5 is jax.random.key(5) for that one row.
+  assert (jax.random.key_data(serve.request_key(5)) == jax.random.key_data(jax.random.key(5))).all()
+  params = SamplingParams(temperature=1.0, max_new_tokens=6)
+  (local,) = tiny_llm.generate([[{"role": "user", "content": "roll the dice"}]], params,
+                               jnp.stack([jax.random.key(5)]))
+  assert local.text == alone
+  assert len({jax.random.key_data(serve.request_key(s)).tobytes()
+              for s in (-1, 1 << 40, (1 << 40) + 1, 2**64 - 1)}) == 3   # -1 == 2**64 - 1

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from optimas_jax.lrf.data import Group, encode_groups
-from optimas_jax.lrf.text import OutputTooLongError, TextEncoder
+from optimas_jax.lrf.text import ELLIPSIS, TextEncoder
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +46,38 @@ def test_truncation_keeps_output_whole_and_is_counted(tok):
   assert enc.stats["input_tokens_removed"] > 0
 
 
-def test_output_too_long_is_an_error_and_dropped_group_is_counted(tok):
+def test_output_is_cut_only_when_it_alone_does_not_fit(tok):
+  enc = TextEncoder(tok, ["a fairly long module description here"], 48)
+  output = "alpha beta " + "word " * 40 + "gamma delta"
+  output_ids = enc._ids(output)
+  ids = enc.encode(0, [("q", "some input words")], [("a", output)]).tolist()
+  assert len(ids) == 48
+  # Last resort: inputs and description went first (to nothing), then the
+  # output was cut from the middle: its head and tail around an ellipsis,
+  # right before [SEP].
+  assert set(enc._ids("some input words")).isdisjoint(ids)
+  assert enc.stats["truncated_inputs"] == 1 and enc.stats["truncated_descriptions"] == 1
+  assert enc.stats["truncated_outputs"] == 1 and enc.stats["truncated_texts"] == 1
+  keep = len(output_ids) - enc.stats["output_tokens_removed"]
+  ellipsis = enc._ids(ELLIPSIS)
+  head = (keep - len(ellipsis) + 1) // 2
+  tail = keep - len(ellipsis) - head
+  assert head > 0 and tail > 0
+  assert ids[-1 - keep:-1] == output_ids[:head] + ellipsis + output_ids[-tail:]
+
+
+def test_group_with_an_over_long_output_is_kept(tok):
   enc = TextEncoder(tok, ["d"], 32)
-  with pytest.raises(OutputTooLongError, match="max_len"):
-    enc.encode(0, [("q", "x")], [("a", "word " * 40)])
-  g = Group(0, (("q", "x"),), ((("a", "word " * 40),), (("a", "y"),)), (1.0, 0.0))
-  assert encode_groups([g], enc, 4) == []
-  assert enc.stats["groups_output_too_long"] == 1
+  g = Group(0, (("q", "x"),), ((("a", "red " + "word " * 40),), (("a", "y"),)), (1.0, 0.0))
+  (eg,) = encode_groups([g], enc, 4)
+  assert max(len(i) for i in eg.ids) <= 32 and eg.num_pairs() == 1
+  assert enc.stats["truncated_outputs"] == 1
+
+
+def test_template_longer_than_max_len_names_the_field(tok):
+  enc = TextEncoder(tok, ["d"], 16)
+  with pytest.raises(ValueError, match="config.lrf.max_len"):
+    enc.encode(0, [("q", "x")], [("a", "y")])
 
 
 def test_texts_and_segments_are_cached(tok):

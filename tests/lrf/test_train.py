@@ -1,12 +1,13 @@
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from optimas_jax.lrf import checkpoint
 from optimas_jax.lrf.buckets import plan_epoch
 from optimas_jax.lrf.score import Scorer
-from optimas_jax.lrf.train import Trainer, train_step
+from optimas_jax.lrf import train as train_lib
+from optimas_jax.lrf.train import Trainer, steps_per_epoch, train_step, update_mask
 from tests.lrf.conftest import make_lrf, small_cfg
 
 
@@ -56,25 +57,6 @@ def test_activation_cache_matches_full_forward(backbone, groups, trainable):
   assert cached.cache.misses == misses
 
 
-def test_checkpoint_restore_gives_bit_identical_next_step(backbone, groups, tmp_path):
-  train = groups[0]
-  t, state = _trainer(backbone, groups, trainable="top")
-  plan = plan_epoch(train, (32, 64), 4, 0, 0)
-  batch = lambda i: t.batch(train, plan[i][1], plan[i][0])
-  rng = jax.random.PRNGKey(3)
-  state, _ = t.step_fn(state, batch(0), rng)
-  mngr = checkpoint.manager(tmp_path)
-  checkpoint.save(mngr, state, {"epoch": 0})
-  mngr.wait_until_finished()
-  like = t.init_state(jax.random.PRNGKey(9), backbone.params)
-  restored, meta = checkpoint.restore_latest(checkpoint.manager(tmp_path), like)
-  assert meta == {"epoch": 0} and int(restored.step) == 1
-  a, ma = t.step_fn(state, batch(1), rng)
-  b, mb = t.step_fn(restored, batch(1), rng)
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(a), jax.device_get(b))
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(ma), jax.device_get(mb))
-
-
 def test_scorer_batches_and_caches(backbone, groups):
   enc = groups[2]
   lrf = make_lrf(backbone, trainable="heads")
@@ -108,3 +90,80 @@ def test_training_fits_synthetic_task(backbone, groups):
   after = t.evaluate(state, train, plan0)
   assert set(after) >= {"accuracy", "kendall_tau", "loss", "score_gap", "pairs"}
   assert np.mean(after["loss"]) < np.mean(before["loss"])
+
+
+def _heads(trainable):
+  return trainable["params"]["heads"]["Dense_0"]
+
+
+def test_switching_update_masks_does_not_retrace(backbone, groups, monkeypatch):
+  # The trainer jits the module-level train_step: count its traces there.
+  monkeypatch.setattr(train_lib, "train_step",
+                      chex.assert_max_traces(train_lib.train_step, n=1))
+  train = groups[0]
+  t, state = _trainer(backbone, groups, trainable="top")
+  length, idxs = [p for p in plan_epoch(train, (32, 64), 4, 0, 0) if p[0] == 64][0]
+  batch = t.batch(train, idxs, length)
+  for only in (None, 0, 1, None):
+    mask = None if only is None else t.update_mask(state.trainable, only)
+    state, _ = t.step_fn(state, batch, jax.random.PRNGKey(0), mask)
+  assert t.jitted_step._cache_size() == 1
+  with pytest.raises(ValueError, match="only_head"):
+    update_mask(state.trainable, 2, 2)
+
+
+def test_head_only_steps_leave_everything_else_bit_identical(backbone, groups):
+  train = groups[0]
+  t, state = _trainer(backbone, groups, trainable="top")
+  plan = plan_epoch(train, (32, 64), 4, 0, 0)
+  batch = lambda i: t.batch(train, plan[i][1], plan[i][0])
+  # A full step first: Adam moments and weight decay are live for every leaf.
+  state, _ = t.step_fn(state, batch(0), jax.random.PRNGKey(0))
+  before = jax.device_get(state)
+  mask = t.update_mask(state.trainable, 0)
+  for i in (1, 2, 3):
+    state, m = t.step_fn(state, batch(i), jax.random.PRNGKey(0), mask)
+    assert float(m["head_grad_norm"][1]) == 0.0
+  after = jax.device_get(state)
+  np.testing.assert_array_equal(_heads(after.trainable)["kernel"][1],
+                                _heads(before.trainable)["kernel"][1])
+  np.testing.assert_array_equal(_heads(after.trainable)["bias"][1],
+                                _heads(before.trainable)["bias"][1])
+  assert not np.array_equal(_heads(after.trainable)["kernel"][0],
+                            _heads(before.trainable)["kernel"][0])
+  chex.assert_trees_all_equal(after.trainable["params"]["backbone"],
+                              before.trainable["params"]["backbone"])
+  # Moments of masked leaves are untouched too (a later update starts clean).
+  adam = lambda s: s.opt_state[1][0]
+  chex.assert_trees_all_equal(adam(after).mu["params"]["backbone"],
+                              adam(before).mu["params"]["backbone"])
+  np.testing.assert_array_equal(_heads(adam(after).nu)["kernel"][1],
+                                _heads(adam(before).nu)["kernel"][1])
+  assert int(after.step) == 4
+
+
+def test_fit_resumes_to_the_same_state_and_calls_the_hook(backbone, groups):
+  train = groups[0]
+  t, state = _trainer(backbone, groups, trainable="heads")
+  per_epoch = steps_per_epoch(train, t.cfg)
+  ends = []
+  whole, summary = t.fit(state, train, 2, plan_seed=7, on_step=ends.append)
+  assert summary["steps"] == 2 * per_epoch == len(ends) and summary["pairs"] > 0
+  assert [e.step for e in ends if e.epoch_end] == [per_epoch, 2 * per_epoch]
+  assert ends[-1].last and not any(e.last for e in ends[:-1])
+  state = t.init_state(jax.random.PRNGKey(0), backbone.params)
+  half, first = t.fit(state, train, 1, plan_seed=7)
+  resumed, second = t.fit(half, train, 2, plan_seed=7, start_step=int(half.step))
+  assert first["steps"] == second["steps"] == per_epoch
+  chex.assert_trees_all_equal(jax.device_get(resumed.trainable),
+                              jax.device_get(whole.trainable))
+
+
+def test_fit_raises_on_a_non_finite_loss_naming_the_lr(backbone, groups):
+  train = groups[0]
+  t, state = _trainer(backbone, groups, trainable="heads")
+  trainable = jax.tree.map(lambda x: x, state.trainable)
+  trainable["params"]["heads"]["Dense_0"]["kernel"] = jnp.full_like(
+      _heads(trainable)["kernel"], jnp.nan)
+  with pytest.raises(FloatingPointError, match=r"config.lrf.optim.lr"):
+    t.fit(state.replace(trainable=trainable), train, 1, plan_seed=0)

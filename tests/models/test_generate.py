@@ -132,3 +132,40 @@ def test_long_prompts_run_in_smaller_batches_with_the_same_greedy_tokens(tiny):
   b = small.generate_ids(prompts, max_new_tokens=4)
   assert calls == [2, 2, 2]          # 40 tokens // (16-token bucket + 4 new) = 2 rows a batch
   assert [c.tokens for c in a] == [c.tokens for c in b]
+
+
+def test_per_row_keys_make_rows_independent_of_their_batch_mates(tiny):
+  module, params = tiny
+  gen = generate.Generator(module, params, pad_id=0, prompt_multiple=16)
+  prompts = [[1, 2, 3], [4, 5], [6, 7, 8, 9], [10], [11, 12]]
+  keys = jax.vmap(jax.random.key)(jnp.arange(len(prompts), dtype=jnp.uint32))
+  run = lambda rows, row_keys, temperature=1.0: [c.tokens for c in gen.generate_ids(
+      [prompts[r] for r in rows], max_new_tokens=10, temperature=temperature, top_p=0.95,
+      rng=row_keys)]
+  batched = run(range(5), keys)
+  assert len({tuple(t) for t in batched}) > 1
+  # Alone, or in another order with other neighbours and batch bucket: the same text.
+  assert run([2], keys[2:3]) == [batched[2]]
+  others = jnp.array([4, 2, 0])
+  assert run([4, 2, 0], keys[others]) == [batched[4], batched[2], batched[0]]
+  # Raw uint32 keys (as jax.random.PRNGKey makes them), one per row, are the same keys.
+  assert run([4, 2, 0], jax.random.key_data(keys[others])) == [batched[4], batched[2], batched[0]]
+  # Greedy ignores the keys.
+  assert run([4, 2, 0], keys[others], 0.0) == run([4, 2, 0], None, 0.0)
+  with pytest.raises(ValueError, match="one key per prompt"):
+    run([0, 1], keys[:3])
+
+
+def test_a_single_key_folds_in_the_row_index_across_chunks(tiny):
+  module, params = tiny
+  prompts = [[5 + i, 6, 7, 8, 9, 10, 11] for i in range(6)]
+  key = jax.random.key(9)
+  whole = generate.Generator(module, params, pad_id=0, prompt_multiple=16)
+  small = generate.Generator(module, params, pad_id=0, prompt_multiple=16, max_batch_tokens=40)
+  run = lambda gen, rng: [c.tokens for c in gen.generate_ids(
+      prompts, max_new_tokens=4, temperature=1.0, rng=rng)]
+  reference = run(whole, key)
+  per_row = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(6))
+  assert run(whole, per_row) == reference
+  assert run(whole, jax.random.PRNGKey(9)) == reference   # a raw key is the same key
+  assert run(small, key) == reference             # three chunks of two rows: row r is still r

@@ -1,8 +1,10 @@
 """LLM interface over the local decoder: requests, stops, usage, threads, Paris."""
 
 import concurrent.futures
+import json
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 from optimas_jax.llm import Generation, SamplingParams
@@ -72,3 +74,20 @@ def test_smollm2_answers_paris(capsys):
   # The one-line CLI reuses the cached model.
   assert chat.main(["What is the capital of France?", "--max-new-tokens", "24"]) == 0
   assert "Paris" in capsys.readouterr().out
+
+
+def test_usage_state_round_trips(tiny_llm):
+  state = tiny_llm.state_dict()
+  assert json.loads(json.dumps(state)) == state and set(state) == {"usage"}
+  tiny_llm.load_state_dict({"usage": {"requests": 3}})
+  assert tiny_llm.usage.as_dict() == {"requests": 3, "prompt_tokens": 0,
+                                      "completion_tokens": 0, "truncated_prompts": 0}
+  tiny_llm.load_state_dict(state)          # the shared model: put its counters back
+  assert tiny_llm.state_dict() == state
+
+
+def test_per_request_keys_through_the_llm_interface(tiny_llm):
+  params = SamplingParams(temperature=1.0, top_p=0.9, max_new_tokens=8)
+  keys = jax.vmap(jax.random.key)(jnp.arange(3, dtype=jnp.uint32))
+  batched = [g.text for g in tiny_llm.generate(["a", "bb", "ccc"], params, keys)]
+  assert [g.text for g in tiny_llm.generate(["ccc"], params, keys[2:])] == batched[2:]

@@ -1,5 +1,7 @@
 """Local optimizers: search, prompt edits/OPRO, policy gradient, selection."""
 
+import itertools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -73,33 +75,79 @@ def test_opro_meta_prompt_lists_history_ascending_and_cleans_output():
   assert seen["prompt"].index("Instruction: A") < seen["prompt"].index("Instruction: B")
 
 
-def test_policy_gradient_moves_toward_rewarded_option_with_host_rewards():
+@jax.jit
+def _linear_policy(params, features):
+  return (features @ params["w"])[..., 0] + params["bias"]
+
+
+def test_plackett_luce_probabilities_sum_to_one_over_orderings():
+  logits = jnp.array([[1.0, 0.3, -0.5, 2.0]])
+  mask = jnp.array([[True, True, True, False]])              # option 3 does not exist
+  orderings = [o for o in itertools.permutations(range(3), 2)]
+  logp = policy.plackett_luce_log_prob(logits, mask, jnp.array([orderings]))
+  np.testing.assert_allclose(float(jnp.exp(logp).sum()), 1.0, rtol=1e-5)
+  # By hand: P(1, 0) = softmax(1, .3, -.5)[1] * softmax(1, -.5)[0].
+  e = np.exp([1.0, 0.3, -0.5])
+  want = e[1] / e.sum() * e[0] / (e[0] + e[2])
+  np.testing.assert_allclose(float(jnp.exp(logp[0, orderings.index((1, 0))])), want, rtol=1e-5)
+
+
+def test_policy_gradient_moves_toward_rewarded_ranking_with_host_rewards():
   b, k, f = 6, 4, 3
   feats = jax.random.normal(jax.random.key(0), (b, k, f))
   mask = jnp.ones((b, k), bool).at[:, 3].set(False)       # option 3 does not exist
   best = np.array([0, 1, 2, 0, 1, 2])
-  apply_fn = lambda p, x: (x @ p["w"])[..., 0] + p["bias"]
   params = {"w": jnp.zeros((f, 1)), "bias": jnp.zeros((k,))}
   host_calls = []
 
-  def reward(actions):
-    host_calls.append(actions.shape)
-    assert (actions != 3).all()                            # masked options never sampled
-    return (actions == best[:, None]).astype(np.float32)
+  def reward(orderings):                                   # host-side numpy only
+    host_calls.append(orderings.shape)
+    assert isinstance(orderings, np.ndarray)
+    assert (orderings[..., :1] != 3).all()                  # masked options never picked first
+    return (orderings[..., 0] == best[:, None]).astype(np.float32)
 
-  update = policy.make_update(apply_fn, reward, policy.PolicyConfig(steps=60, group_size=8,
-                                                                     learning_rate=0.1, kl_coef=0.0))
-  new, metrics = update(params, feats, mask, jax.random.key(1))
+  cfg = policy.PolicyConfig(steps=60, group_size=8, learning_rate=0.1, kl_coef=0.0)
+  new, metrics = policy.optimize(params, feats, mask, 2, reward, jax.random.key(1), cfg,
+                                 _linear_policy)
   chex.assert_shape(metrics["reward"], (60,))
-  assert host_calls[0] == (b, 8)
-  probs = jax.nn.softmax(jnp.where(mask, apply_fn(new, feats), -1e9))
+  assert host_calls[0] == (b, 8, 2)
   assert float(metrics["reward"][-10:].mean()) > float(metrics["reward"][:10].mean())
-  assert float(jnp.mean(probs[jnp.arange(b), best])) > 0.5
+  probs = jax.nn.softmax(jnp.where(mask, _linear_policy(new, feats), -1e9))
+  assert float(jnp.mean(probs[jnp.arange(b), best])) > 0.5     # 1/3 at the start
+  # The deployed (greedy) ranking mostly puts the rewarded option first.
+  deployed = policy.greedy_ordering(np.asarray(_linear_policy(new, feats)), np.asarray(mask), 2)
+  assert (deployed[:, 0] == best).mean() > 0.5
   # A strong KL penalty keeps the policy near its start.
-  tight = policy.make_update(apply_fn, reward, policy.PolicyConfig(60, 8, 0.1, kl_coef=50.0))
-  p_tight, _ = tight(params, feats, mask, jax.random.key(1))
+  tight, _ = policy.optimize(params, feats, mask, 2, reward, jax.random.key(1),
+                             policy.PolicyConfig(60, 8, 0.1, kl_coef=50.0), _linear_policy)
   moved = lambda p: float(jnp.abs(p["bias"]).sum() + jnp.abs(p["w"]).sum())
-  assert moved(p_tight) < moved(new)
+  assert moved(tight) < moved(new)
+
+
+def test_policy_steps_compile_once_per_shape():
+  feats = jax.random.normal(jax.random.key(0), (5, 4, 3))
+  mask = jnp.ones((5, 4), bool)
+  params = {"w": jnp.zeros((3, 1)), "bias": jnp.zeros((4,))}
+  reward = lambda o: (o[..., 0] == 1).astype(np.float32)
+  cfg = policy.PolicyConfig(steps=4, group_size=4, learning_rate=0.1)
+  policy.optimize(params, feats, mask, 2, reward, jax.random.key(0), cfg, _linear_policy)
+  sizes = (policy.update_step._cache_size(), policy.sample_orderings._cache_size())
+  for seed in range(3):    # new calls with the same shapes: no new compilation
+    policy.optimize(params, feats, mask, 2, reward, jax.random.key(seed), cfg, _linear_policy)
+  assert (policy.update_step._cache_size(), policy.sample_orderings._cache_size()) == sizes
+
+
+@pytest.mark.parametrize("bad, error", [
+    (lambda o: np.zeros((1, 1)), "shape"),
+    (lambda o: np.full(o.shape[:2], np.nan), "non-finite"),
+    (lambda o: 1 / 0, "ZeroDivisionError"),
+])
+def test_policy_reward_errors_surface_clearly(bad, error):
+  feats = jnp.zeros((2, 3, 3))
+  params = {"w": jnp.zeros((3, 1)), "bias": jnp.zeros((3,))}
+  with pytest.raises((ValueError, RuntimeError), match=error):
+    policy.optimize(params, feats, jnp.ones((2, 3), bool), 1, bad, jax.random.key(0),
+                    policy.PolicyConfig(steps=2, group_size=2), _linear_policy)
 
 
 def test_selector_strategies_and_cooldown():

@@ -80,14 +80,32 @@ def test_decider_rules_on_a_real_ranking():
       assert choice == ranking[int(np.argmax(sims))] == "lego car red"
 
 
-def test_render_puts_the_action_first_and_keeps_similarities_aligned():
-  render = amazon.make_render(FakeEmbedder())
+def test_render_follows_the_ordering_and_keeps_similarities_aligned():
   x = {"session_focus": EXAMPLE["sequence"], "focus_weights": [0, 0, 1],
        "choices": EXAMPLE["choices"]}
-  out = render(x, 2, np.array([0.1, 0.9, 0.5, 0.3]))
+  feats, _ = amazon.candidate_features(FakeEmbedder(), [x])
+  out = amazon.render_ranking(x, [2, 1, 3, 0], feats[0])
   assert out["ranking"] == ["doll", "lego car red", "blue shoe", "ink pen"]
   by_title = dict(zip(out["ranking"], out["similarity"]))
   assert by_title["lego car red"] == max(out["similarity"])
+
+
+def test_the_policy_optimizer_rewards_exactly_what_the_profiler_deploys():
+  # Train/deploy agreement: the component's output for any parameters is the
+  # render of the policy's greedy ordering, the mode of what training samples.
+  from optimas_jax.optimize.policy import greedy_ordering
+  x = {"session_focus": EXAMPLE["sequence"], "focus_weights": [0, 0, 1],
+       "choices": EXAMPLE["choices"]}
+  system, cfg = _system()
+  params = amazon.init_profiler(0)
+  rng = np.random.default_rng(0)
+  for _ in range(3):
+    params = {k: {n: v + rng.normal(size=v.shape).astype(np.float32) for n, v in layer.items()}
+              for k, layer in params.items()}
+    deployed = system.components["candidate_profiler"].call([x], params, osys.BatchRng((0,)))[0]
+    feats, mask = amazon.candidate_features(FakeEmbedder(), [x])
+    order = greedy_ordering(np.asarray(amazon.profiler_logits(params, feats)), mask, 4)[0]
+    assert amazon.render_ranking(x, order, feats[0]) == deployed
 
 
 def test_proposals_are_permutations_and_depend_on_the_seed():

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optimas_jax import system as osys
+from optimas_jax.optimize.policy import greedy_ordering
 from optimas_jax.tasks import llm_calls
 
 NUM_FEATURES = 11
@@ -124,14 +125,14 @@ def ranking_output(x: dict, order, similarity) -> dict:
           "similarity": [round(float(similarity[j]), 3) for j in order]}
 
 
-def make_render(embedder):
-  def render_ranking(x: dict, action: int, logits: np.ndarray) -> dict:
-    """The profiler's output when it ranks candidate `action` first (rest by its scores)."""
-    n = len(x["choices"])
-    rest = [int(j) for j in np.argsort(-np.asarray(logits[:n]), kind="stable") if j != action]
-    similarity = candidate_features(embedder, [x])[0][0, :n, 0]
-    return ranking_output(x, [int(action)] + rest, similarity)
-  return render_ranking
+def render_ranking(x: dict, ordering, features_row: np.ndarray) -> dict:
+  """The profiler's output when it ranks the candidates in `ordering` (best first).
+
+  `features_row` (K, F) are the row's candidate features; feature 0 (cosine
+  to the pooled session) is the similarity the decider reads.
+  """
+  n = len(x["choices"])
+  return ranking_output(x, list(ordering)[:n], np.asarray(features_row)[:n, 0])
 
 
 def make_components(embedder, llm=None) -> list[osys.Component]:
@@ -145,11 +146,11 @@ def make_components(embedder, llm=None) -> list[osys.Component]:
     return out
 
   def profile(inputs, params, rng):
+    # The deployed ranking is the policy's greedy ordering through the same
+    # render the optimizer rewards (optimize/policy.py).
     feats, mask = candidate_features(embedder, inputs)
-    logits = np.where(mask, np.asarray(profiler_logits(params, feats)), -np.inf)
-    return [ranking_output(x, np.argsort(-logits[i], kind="stable")[: len(x["choices"])],
-                           feats[i, : len(x["choices"]), 0])
-            for i, x in enumerate(inputs)]
+    order = greedy_ordering(np.asarray(profiler_logits(params, feats)), mask, mask.shape[1])
+    return [render_ranking(x, order[i], feats[i]) for i, x in enumerate(inputs)]
 
   def propose_rankings(inputs, params, num, rng):
     """Alternative rankings sampled from the policy (Gumbel top-k = Plackett-Luce)."""

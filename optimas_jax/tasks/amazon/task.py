@@ -23,8 +23,7 @@ def build(config) -> Task:
   system = amazon.build_system(embedder, llm)
   policies = {"candidate_profiler": PolicyAdapter(
       features=lambda inputs: amazon.candidate_features(embedder, inputs),
-      apply=lambda params, feats: amazon.ProfilerPolicy().apply({"params": params}, feats),
-      render=amazon.make_render(embedder))}
+      apply=amazon.profiler_logits, render=amazon.render_ranking)}
   return Task(system=system, splits=splits, policies=policies, llm=llm, llm_pool=pool,
               hints={"next_item_decider": amazon.DECIDER_HINTS} if llm is not None else {},
               complete=llm_calls.completer(llm) if llm is not None else None)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optimas_jax import system as osys
+from optimas_jax.optimize.policy import greedy_ordering
 from optimas_jax.tasks import llm_calls, metrics
 from optimas_jax.tasks.geo import data, readers
 
@@ -178,11 +179,12 @@ def make_components(res: Resources, writer_temperature: float = 0.7) -> list[osy
 
 
   def select(inputs, params, rng):
+    # The deployed pick is the policy's greedy ordering through the same
+    # render the optimizer rewards (optimize/policy.py).
     feats, mask = selector_features(res, inputs)
-    logits = np.where(mask, np.asarray(selector_logits(params, feats)), -np.inf)
-    return [{"evidence": [x["passages"][j] for j in np.argsort(-logits[i], kind="stable")
-                          [: min(EVIDENCE_KEEP, len(x["passages"]))]]}
-            for i, x in enumerate(inputs)]
+    logits = np.asarray(selector_logits(params, feats))
+    order = greedy_ordering(logits, mask, min(EVIDENCE_KEEP, mask.shape[1]))
+    return [render_selection(x, order[i], feats[i]) for i, x in enumerate(inputs)]
 
   def propose_selection(inputs, params, num, rng):
     """Alternative evidence sets sampled from the policy (Plackett-Luce without replacement)."""
@@ -231,12 +233,11 @@ def make_components(res: Resources, writer_temperature: float = 0.7) -> list[osy
   ]
 
 
-def render_selection(x: dict, action: int, logits: np.ndarray) -> dict:
-  """The selector's output when it puts passage `action` first (rest by its scores)."""
-  n = len(x["passages"])
-  rest = [int(j) for j in np.argsort(-np.asarray(logits[:n]), kind="stable") if j != action]
-  order = [int(action)] + rest
-  return {"evidence": [x["passages"][j] for j in order[: min(EVIDENCE_KEEP, n)]]}
+def render_selection(x: dict, ordering, features_row=None) -> dict:
+  """The selector's output when it picks passages in `ordering` (best first)."""
+  del features_row
+  n = min(EVIDENCE_KEEP, len(x["passages"]))
+  return {"evidence": [x["passages"][int(j)] for j in list(ordering)[:n]]}
 
 
 def build_system(res: Resources, writer_temperature: float = 0.7) -> osys.System:

@@ -22,8 +22,7 @@ def build(config) -> Task:
 
   policies = {"evidence_selector": PolicyAdapter(
       features=lambda inputs: geo.selector_features(res, inputs),
-      apply=lambda params, feats: geo.SelectorPolicy().apply({"params": params}, feats),
-      render=geo.render_selection)}
+      apply=geo.selector_logits, render=geo.render_selection, picks=geo.EVIDENCE_KEEP)}
   return Task(system=system, splits=splits, hints={"query_writer": geo.WRITER_HINTS},
               policies=policies, complete=llm_calls.completer(llm, 32) if llm is not None else None,
               extra_metrics={"exact_match": geo.exact_match}, llm=llm)

@@ -1,14 +1,16 @@
-"""The loop's LRF adapter: text rendering, scoring paths, training, alignment."""
+"""The loop's LRF (lrf.rewards): text rendering, scoring paths, training,
+heads-only online updates, over-long outputs."""
 
 import pathlib
 import sys
 
+import chex
 import jax
 import numpy as np
 import pytest
 
 from optimas_jax.collect.preferences import PreferenceGroup
-from optimas_jax.reward import LocalRewards, render_value
+from optimas_jax.lrf.rewards import LocalRewards, render_value
 
 
 def _cfg(trainable="top"):
@@ -24,8 +26,8 @@ def _cfg(trainable="top"):
   return cfg
 
 
-def _groups(n=24, seed=0):
-  """Component 'pick': the candidate naming the input's colour is best."""
+def _groups(n=24, seed=0, component="pick"):
+  """The candidate naming the input's colour is best."""
   rng = np.random.default_rng(seed)
   colours = ["red", "green", "blue", "yellow", "purple", "orange"]
   out = []
@@ -34,7 +36,7 @@ def _groups(n=24, seed=0):
     others = [x for x in colours if x != c]
     cands = [c] + [others[int(i)] for i in rng.choice(len(others), 2, replace=False)]
     order = rng.permutation(3)
-    out.append(PreferenceGroup("pick", {"colour": c}, tuple({"answer": cands[i]} for i in order),
+    out.append(PreferenceGroup(component, {"colour": c}, tuple({"answer": cands[i]} for i in order),
                                tuple(1.0 if cands[i] == c else 0.0 for i in order)))
   return out
 
@@ -84,3 +86,57 @@ def test_checkpoint_arrays_leave_out_the_frozen_backbone_and_restore_exactly():
   assert int(fresh.state.step) == int(r.state.step)
   with pytest.raises(ValueError, match="config.lrf.backbone"):
     fresh.restore_arrays(saved, "0" * 32)
+
+
+TWO = [("pick", "Pick the colour of the input."), ("other", "Name the colour you were given.")]
+
+
+def _triples(groups):
+  return [(g.component, g.inputs, c) for g in groups for c in g.candidates]
+
+
+def test_head_only_online_update_leaves_other_components_untouched():
+  r = LocalRewards(_cfg("top"), TWO, seed=0)
+  r.train(_groups(24, 0) + _groups(24, 1, "other"), epochs=3, tag="init")
+  held_other = _groups(16, 2, "other")
+  other_before = r.score_many(_triples(held_other))
+  accuracy_before = r.pairwise_accuracy(held_other)["other"]
+  saved = jax.tree.map(np.asarray, r.checkpoint_arrays())   # own copies: steps donate
+  heads = lambda s: s["trainable"]["params"]["heads"]["Dense_0"]["kernel"]
+
+  online = _groups(24, 3) + _groups(8, 4, "other")
+  stats = r.train(online, epochs=2, tag="iter1", only_head="pick")
+  assert stats["steps"] > 0 and np.isfinite(stats["loss"])
+  # Only 'pick' groups were used: 24 groups x 2 pairs each.
+  assert stats["pairs"] == 2 * 2 * 24
+  after = jax.tree.map(np.asarray, r.checkpoint_arrays())
+  assert not np.array_equal(heads(after)[0], heads(saved)[0])      # A's head moved
+  np.testing.assert_array_equal(heads(after)[1], heads(saved)[1])
+  chex.assert_trees_all_equal(after["trainable"]["params"]["backbone"],
+                              saved["trainable"]["params"]["backbone"])
+  np.testing.assert_array_equal(r.score_many(_triples(held_other)), other_before)
+  assert r.pairwise_accuracy(held_other)["other"] >= accuracy_before - 0.02
+
+  # The problem it solves: the same update training the shared top layer
+  # moves the other component's rewards.
+  r.restore_arrays(saved, r.frozen_digest())
+  np.testing.assert_array_equal(r.score_many(_triples(held_other)), other_before)
+  r.train(online, epochs=2, tag="iter1")
+  assert not np.array_equal(r.score_many(_triples(held_other)), other_before)
+  with pytest.raises(ValueError, match="only_head"):
+    r.train(online, epochs=1, tag="x", only_head="nope")
+
+
+def test_over_long_output_is_kept_trained_on_and_scored():
+  r = LocalRewards(_cfg("heads"), [("pick", "Pick the colour of the input.")], seed=0)
+  filler = "and then some more words follow here " * 20
+  long_group = PreferenceGroup(
+      "pick", {"colour": "red"},
+      ({"answer": "red " + filler}, {"answer": "blue " + filler}), (1.0, 0.0))
+  stats = r.train([long_group] + _groups(8), epochs=1, tag="t")
+  # 8 colour groups x 2 pairs, plus the long group's pair: nothing dropped.
+  assert stats["pairs"] == 8 * 2 + 1
+  assert r.encoder.stats["truncated_outputs"] == 2
+  assert r.encoder.stats["output_tokens_removed"] > 0
+  scores = r.score("pick", [long_group.inputs] * 2, list(long_group.candidates))
+  assert np.isfinite(scores).all() and scores[0] != scores[1]

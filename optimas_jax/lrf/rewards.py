@@ -1,23 +1,22 @@
 """Local reward functions for the Optimas loop: one LRF, a head per component.
 
-Bridges the loop's preference groups (collect/) and the LRF trainer (lrf/):
-renders fields to text, trains (initially and online), scores batches of
-(component, input, output) triples for the local optimizers, and measures
-pairwise accuracy on fresh pairs (the live local-global alignment).
+Bridges the loop's preference groups (collect/) and the LRF trainer:
+renders fields to text, trains (initially and online, `Trainer.fit`),
+scores batches of (component, input, output) triples for the local
+optimizers, and measures pairwise accuracy on fresh pairs (the live
+local-global alignment).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optimas_jax.collect.preferences import PreferenceGroup
-from optimas_jax.lrf.buckets import plan_epoch
 from optimas_jax.lrf.config import validate_lrf_config
 from optimas_jax.lrf.data import Group, encode_groups
 from optimas_jax.lrf.model import build_lrf
@@ -25,6 +24,9 @@ from optimas_jax.lrf.score import Scorer
 from optimas_jax.lrf.text import TextEncoder
 from optimas_jax.lrf.train import Trainer
 from optimas_jax.system.seeds import derive_seed
+
+if TYPE_CHECKING:  # collect/ sits above lrf/: its groups are only read here
+  from optimas_jax.collect.preferences import PreferenceGroup
 
 _FIRST_SENTENCE = re.compile(r"^(.+?[.!?])(\s|$)")
 
@@ -117,30 +119,36 @@ class LocalRewards:
   def _sync_scorer(self):
     self.scorer.update(self.state.trainable, self.state.frozen, int(self.state.step))
 
-  def train(self, groups: Sequence[PreferenceGroup], epochs: int, tag: str) -> dict:
-    """`epochs` passes over `groups`; returns the mean train loss and accuracy."""
-    encoded = encode_groups([self._group(g) for g in groups], self.encoder,
-                            self.cfg.max_candidates)
+  def train(self, groups: Sequence[PreferenceGroup], epochs: int, tag: str,
+            only_head: str | None = None) -> dict:
+    """`epochs` passes over `groups`; returns steps, mean loss, accuracy, pairs.
+
+    `only_head=None` trains everything config.lrf.trainable names (the
+    initial training). `only_head=<component>` is an online update that
+    changes that component's head only: the shared layers (top layers with
+    trainable="top", LoRA) and every other head stay bit-identical, so one
+    component's fresh pairs cannot move the other components' rewards.
+    Groups of other components are skipped then (they would not move that
+    head). `tag` seeds the batch order.
+    """
+    rows = [self._group(g) for g in groups]
+    mask = None
+    if only_head is not None:
+      if only_head not in self.index:
+        raise ValueError(f"only_head={only_head!r}: not an optimizable component; "
+                         f"use one of {self.names}")
+      k = self.index[only_head]
+      rows = [g for g in rows if g.component == k]
+      mask = self.trainer.update_mask(self.state.trainable, k)
+    encoded = encode_groups(rows, self.encoder, self.cfg.max_candidates)
     if not encoded:
-      return {"steps": 0, "loss": 0.0, "accuracy": 0.0}
+      return {"steps": 0, "loss": 0.0, "accuracy": 0.0, "pairs": 0.0}
     self.trainer.prepare(encoded, self.state.frozen)
-    per_step = self.cfg.groups_per_batch * self.cfg.accum_steps
-    seed = derive_seed(self.seed, "lrf-plan", tag) & 0x7FFFFFFF
-    losses, correct, pairs, steps = [], 0.0, 0.0, 0
-    for epoch in range(epochs):
-      for length, idxs in plan_epoch(encoded, self.cfg.buckets, per_step, seed, epoch):
-        batch = self.trainer.batch(encoded, idxs, length)
-        self.state, m = self.trainer.step_fn(self.state, batch, jax.random.PRNGKey(0))
-        m = jax.device_get(m)
-        losses.append(float(m["loss"]))
-        correct += float(np.sum(m["correct"]))
-        pairs += float(np.sum(m["pairs"]))
-        steps += 1
-    if not np.isfinite(losses).all():
-      raise FloatingPointError(f"LRF loss became {losses[-1]}; lower config.lrf.optim.lr")
+    plan_seed = derive_seed(self.seed, "lrf-plan", tag) & 0x7FFFFFFF
+    self.state, summary = self.trainer.fit(self.state, encoded, epochs, plan_seed,
+                                           update_mask=mask)
     self._sync_scorer()
-    return {"steps": steps, "loss": float(np.mean(losses)),
-            "accuracy": correct / max(pairs, 1.0)}
+    return summary
 
   # ------------------------------------------------------------ score
 

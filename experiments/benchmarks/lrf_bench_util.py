@@ -1,0 +1,165 @@
+"""Framework-free pieces shared by both sides of lrf_train.py.
+
+Imported by the JAX child and the PyTorch child alike, so it imports neither
+framework: a clock that leaves evaluation out, the learning-rate schedule
+both sides follow step for step, peak RSS, load average, and the step plan
+read from the spec file the parent writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import resource
+import time
+
+
+class Clock:
+  """Seconds since start, leaving out the time spent inside `paused()`."""
+
+  def __init__(self):
+    self._start = time.perf_counter()
+    self._paused = 0.0
+
+  def now(self) -> float:
+    return time.perf_counter() - self._start - self._paused
+
+  @contextlib.contextmanager
+  def paused(self):
+    t = time.perf_counter()
+    try:
+      yield
+    finally:
+      self._paused += time.perf_counter() - t
+
+
+class Recorder:
+  """Setup / train split, eval curve, and the fixed evaluation points."""
+
+  def __init__(self, clock: Clock, eval_every: int, total_steps: int):
+    self.clock = clock
+    self.eval_every = eval_every
+    self.total_steps = total_steps
+    self.setup_s = None
+    self.setup_parts: dict[str, float] = {}
+    self.curve: list[dict] = []
+    self.step_s: list[float] = []
+    self.pairs = 0
+    self.steps = 0
+    self.warmup_steps = 0   # steps run on a throwaway state to compile
+    self._mark = clock.now()
+
+  def part(self, name: str):
+    """Closes a named setup phase (load, init, cache fill, compile)."""
+    t = self.clock.now()
+    self.setup_parts[name] = round(t - self._mark, 3)
+    self._mark = t
+
+  def start_training(self):
+    self.setup_s = self.clock.now()
+
+  def train_s(self) -> float:
+    return self.clock.now() - self.setup_s
+
+  def step_done(self, pairs: int, seconds: float):
+    self.steps += 1
+    self.pairs += pairs
+    self.step_s.append(seconds)
+
+  def due(self) -> bool:
+    return self.steps % self.eval_every == 0 or self.steps == self.total_steps
+
+  def point(self, accuracy: float):
+    """Records an eval point; call it after the `clock.paused()` block that
+    ran the evaluation (inside it, the running pause is not yet subtracted)."""
+    t = self.clock.now()
+    self.curve.append(dict(step=self.steps, pairs=self.pairs,
+                           seconds=round(t, 3),
+                           train_seconds=round(t - self.setup_s, 3),
+                           accuracy=round(accuracy, 4)))
+
+  def result(self, target: float) -> dict:
+    """Totals and the curve. Warm-up steps (run only to compile) are taken
+    out of setup at the median step time, leaving their compile time in."""
+    step_median = sorted(self.step_s)[len(self.step_s) // 2]
+    adjust = self.warmup_steps * step_median
+    setup_s = self.setup_s - adjust
+    parts = dict(self.setup_parts)
+    if self.warmup_steps:
+      parts["compile"] = round(parts["compile"] - adjust, 3)
+      parts["warmup_step_execution_taken_out"] = round(adjust, 3)
+    curve = [dict(c, seconds=round(c["seconds"] - adjust, 3)) for c in self.curve]
+    train_s = self.train_s()
+    hit = next((c for c in curve if c["accuracy"] >= target), None)
+    return dict(
+        pairs_trained=self.pairs, steps=self.steps,
+        setup_s=round(setup_s, 3), setup_parts=parts,
+        train_s=round(train_s, 3),
+        pairs_per_s=self.pairs / train_s,
+        pairs_per_s_with_setup=self.pairs / (train_s + setup_s),
+        step_s_median=step_median,
+        seconds_to_target=hit["seconds"] if hit else None,
+        train_seconds_to_target=hit["train_seconds"] if hit else None,
+        never_reached=hit is None,
+        best_accuracy=max(c["accuracy"] for c in curve),
+        final_accuracy=curve[-1]["accuracy"],
+        curve=curve)
+
+
+def lr_at(step: int, lr: float, warmup: int, total: int) -> float:
+  """optax.warmup_cosine_decay_schedule(0, lr, warmup, total, 0.1 * lr) at
+  update `step` (0-based), as the JAX trainer builds it; the PyTorch side
+  applies the same value before each optimizer step."""
+  warmup = min(warmup, max(total - 1, 0))
+  total = max(total, warmup + 1)
+  if step < warmup:
+    return lr * step / warmup
+  frac = min(max((step - warmup) / (total - warmup), 0.0), 1.0)
+  end = 0.1 * lr
+  return end + (lr - end) * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+def peak_rss_mb() -> float:
+  """Peak RSS of this process in MB: /proc VmHWM, not getrusage (ru_maxrss
+  survives exec, so a child would report its parent's peak)."""
+  hwm = peak_rss_since_reset_mb()
+  if hwm is not None:
+    return hwm
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def reset_peak_rss() -> float:
+  """Resets the kernel's peak-RSS mark (VmHWM, also what getrusage reports)
+  to the current RSS (Linux); returns the peak in MB before the reset."""
+  before = peak_rss_mb()
+  try:
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+      f.write("5")
+  except OSError:
+    pass
+  return before
+
+
+def peak_rss_since_reset_mb() -> float | None:
+  """VmHWM in MB: peak RSS since start or `reset_peak_rss()` (None off Linux)."""
+  try:
+    with open("/proc/self/status", encoding="ascii") as f:
+      for line in f:
+        if line.startswith("VmHWM:"):
+          return round(int(line.split()[1]) / 1024.0, 1)
+  except OSError:
+    pass
+  return None
+
+
+def loadavg() -> list[float]:
+  return [round(x, 2) for x in os.getloadavg()]
+
+
+def group_pairs(scores, min_gap: float = 1e-6) -> list[tuple[int, int]]:
+  """(chosen, rejected) candidate indices of a group: every ordered pair
+  whose score gap exceeds min_gap (what the grouped BT loss counts)."""
+  n = len(scores)
+  return [(i, j) for i in range(n) for j in range(n)
+          if scores[i] - scores[j] > min_gap]

@@ -1,0 +1,477 @@
+"""An OpenAI-compatible HTTP server over a local JAX model.
+
+  python -m optimas_jax.serve --model=smollm2-135m-instruct --port=8000   # a shim for main()
+  curl -s localhost:8000/v1/chat/completions -d '{"model": "smollm2-135m-instruct",
+       "messages": [{"role": "user", "content": "Capital of France?"}], "max_tokens": 16}'
+
+POST /v1/chat/completions and /v1/completions, GET /v1/models, /v1/stats
+(batch counters) and /health. Requests that arrive within
+``--batch_window_ms`` of each other (up to ``--max_batch``) are decoded in
+one ``LLM.generate`` call per distinct set of sampling params.
+
+Each request samples with its own key, from its own ``seed`` (choice i of
+``n`` folds in i; a request without a seed draws a fresh one), so an answer
+never depends on the requests it was batched with: the same seed gives the
+same text alone or batched (``request_key``).
+
+``--delay_ms``, ``--fail_status`` and ``--fail_count`` inject slowness and
+errors for client tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures
+import dataclasses
+import http.server
+import json
+import os
+import queue
+import secrets
+import sys
+import threading
+import time
+import traceback
+import uuid
+from typing import Any
+
+from absl import logging
+
+from optimas_jax.llm.base import LLM, Generation, SamplingParams
+
+MAX_BODY_BYTES = 16 << 20
+_ROLES = ("system", "user", "assistant", "tool")
+
+
+class BadRequest(Exception):
+  """A client error: answered with ``status`` and the offending ``param``."""
+
+  def __init__(self, message: str, param: str | None = None, status: int = 400,
+               kind: str = "invalid_request_error"):
+    super().__init__(message)
+    self.message, self.param, self.status, self.kind = message, param, status, kind
+
+
+# -- batching -----------------------------------------------------------------
+
+def request_key(seed: int, choice: int = 0):
+  """The typed PRNG key of choice ``choice`` of a request with ``seed``.
+
+  Choice 0 of a seed in [0, 2**32) is ``jax.random.key(seed)``, so a client
+  can replay it locally; other 64-bit seeds (negative ones too) fold in
+  their high word, and choice i > 0 folds in i.
+  """
+  import jax  # the HTTP front and its tests stay importable without initialising JAX
+  seed %= 1 << 64
+  key = jax.random.key(seed & 0xFFFFFFFF)
+  if seed >> 32:
+    key = jax.random.fold_in(key, seed >> 32)
+  return jax.random.fold_in(key, choice) if choice else key
+
+
+@dataclasses.dataclass
+class _Job:
+  request: Any
+  params: SamplingParams
+  seed: int          # the request's seed (drawn fresh when the client sent none)
+  choice: int        # which of the request's answers this job is
+  future: concurrent.futures.Future
+
+
+class Batcher:
+  """Gathers requests for a short window and decodes each params-group in one call."""
+
+  def __init__(self, llm: LLM, window_ms: float = 20.0, max_batch: int = 32):
+    self.llm, self.window_s, self.max_batch = llm, window_ms / 1000, max_batch
+    self._queue: queue.Queue = queue.Queue()
+    self._lock = threading.Lock()
+    self.batches = self.generated = self.largest_batch = 0
+    self._closed = False
+    self._thread = threading.Thread(target=self._loop, name="serve-batcher", daemon=True)
+    self._thread.start()
+
+  def generate(self, requests: list, params: SamplingParams, seed: int | None) -> list[Generation]:
+    """Blocks until every answer of this HTTP call is decoded (possibly with others').
+
+    ``requests`` are the call's answers in order (a prompt repeated ``n``
+    times gives n); answer i samples with ``request_key(seed, i)``.
+    """
+    if self._closed:
+      raise RuntimeError("the server is shutting down")
+    seed = seed if seed is not None else secrets.randbits(64)
+    jobs = [_Job(r, params, seed, i, concurrent.futures.Future()) for i, r in enumerate(requests)]
+    for j in jobs:
+      self._queue.put(j)
+    return [j.future.result() for j in jobs]
+
+  def close(self) -> None:
+    self._closed = True
+    self._queue.put(None)
+    self._thread.join(timeout=10)
+    # Late arrivals (e.g. a handler that slept through --delay_ms) must not wait forever.
+    while True:
+      try:
+        job = self._queue.get_nowait()
+      except queue.Empty:
+        return
+      if job is not None:
+        job.future.set_exception(RuntimeError("the server shut down"))
+
+  def _loop(self):
+    while True:
+      first = self._queue.get()
+      if first is None:
+        return
+      jobs, closing = [first], False
+      deadline = time.monotonic() + self.window_s
+      while len(jobs) < self.max_batch:
+        try:
+          job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+          break
+        if job is None:
+          closing = True
+          break
+        jobs.append(job)
+      groups = collections.defaultdict(list)
+      for j in jobs:
+        groups[j.params].append(j)
+      for params, group in groups.items():
+        self._run(params, group)
+      if closing:
+        return
+
+  def _run(self, params: SamplingParams, jobs: list[_Job]) -> None:
+    try:
+      keys = None
+      if params.temperature > 0:
+        import jax.numpy as jnp
+        # One key per row, from its own request: batch-mates cannot change a row's sample.
+        keys = jnp.stack([request_key(j.seed, j.choice) for j in jobs])
+      gens = self.llm.generate([j.request for j in jobs], params, keys)
+      with self._lock:
+        self.batches += 1
+        self.generated += len(jobs)
+        self.largest_batch = max(self.largest_batch, len(jobs))
+      for j, g in zip(jobs, gens):
+        j.future.set_result(g)
+    except Exception as e:  # pylint: disable=broad-except
+      logging.exception("batch of %d failed", len(jobs))
+      for j in jobs:
+        if not j.future.done():
+          j.future.set_exception(e)
+
+
+# -- request parsing ----------------------------------------------------------
+
+def _number(body: dict, field: str, default: float, lo: float, hi: float,
+            lo_open: bool = False) -> float:
+  v = body.get(field, default)
+  if v is None:
+    v = default
+  if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
+      (lo < v if lo_open else lo <= v) and v <= hi):
+    rng = f"({lo:g}, {hi:g}]" if lo_open else f"[{lo:g}, {hi:g}]"
+    raise BadRequest(f"'{field}' must be a number in {rng}; got {v!r}", field)
+  return float(v)
+
+
+def _integer(body: dict, field: str, default: int | None, lo: int, hi: int) -> int | None:
+  v = body.get(field, default)
+  if v is None:
+    return default
+  if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+    raise BadRequest(f"'{field}' must be an integer in [{lo}, {hi}]; got {v!r}", field)
+  return v
+
+
+def _stop(body: dict) -> tuple[str, ...]:
+  stop = body.get("stop")
+  if stop is None:
+    return ()
+  if isinstance(stop, str):
+    stop = [stop]
+  if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+    raise BadRequest(f"'stop' must be a string or a list of strings; got {stop!r:.100}", "stop")
+  return tuple(s for s in stop if s)
+
+
+def _messages(body: dict) -> list[dict]:
+  msgs = body.get("messages")
+  if not isinstance(msgs, list) or not msgs:
+    raise BadRequest("'messages' must be a non-empty list of {role, content} objects", "messages")
+  out = []
+  for i, m in enumerate(msgs):
+    field = f"messages[{i}]"
+    if not isinstance(m, dict) or m.get("role") not in _ROLES:
+      raise BadRequest(f"'{field}.role' must be one of {list(_ROLES)}", f"{field}.role")
+    content = m.get("content")
+    if isinstance(content, list):     # [{"type": "text", "text": ...}, ...]
+      if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+                 for p in content):
+        raise BadRequest(f"'{field}.content' parts must be {{'type': 'text', 'text': str}}; "
+                         "this server takes text only", f"{field}.content")
+      content = "".join(p["text"] for p in content)
+    if not isinstance(content, str):
+      raise BadRequest(f"'{field}.content' must be a string", f"{field}.content")
+    out.append({"role": m["role"], "content": content})
+  return out
+
+
+def _prompts(body: dict) -> list[str]:
+  prompt = body.get("prompt")
+  if isinstance(prompt, str):
+    return [prompt]
+  if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+    return prompt
+  raise BadRequest("'prompt' must be a string or a non-empty list of strings (token ids are "
+                   "not supported)", "prompt")
+
+
+def _parse_json(raw: bytes) -> dict:
+  try:
+    body = json.loads(raw)
+  except ValueError as e:
+    raise BadRequest(f"body is not valid JSON: {e}") from None
+  if not isinstance(body, dict):
+    raise BadRequest("body must be a JSON object")
+  return body
+
+
+# -- the server ---------------------------------------------------------------
+
+class Server(http.server.ThreadingHTTPServer):
+  """The HTTP front: parses, injects test faults, hands work to the ``Batcher``."""
+
+  daemon_threads = True
+
+  def __init__(self, llm: LLM, model_name: str, host: str = "127.0.0.1", port: int = 8000, *,
+               batch_window_ms: float = 20.0, max_batch: int = 32, delay_ms: float = 0.0,
+               fail_status: int = 0, fail_count: int = 0, api_key: str | None = None):
+    super().__init__((host, port), _Handler)
+    self.llm, self.model_name = llm, model_name
+    self.batcher = Batcher(llm, batch_window_ms, max_batch)
+    self.max_batch, self.delay_s = max_batch, delay_ms / 1000
+    self.fail_status, self.fail_count = fail_status, fail_count
+    self._api_key = api_key
+    self.created = int(time.time())
+    tokenizer = getattr(llm, "tokenizer", None)
+    self.token_text = (lambda t: tokenizer.decode([t])) if tokenizer else (lambda t: "")
+    generator = getattr(llm, "generator", None)
+    self.max_context = getattr(generator, "max_context", None)
+    self._lock = threading.Lock()
+    self.counts = collections.Counter()
+    self._thread: threading.Thread | None = None
+
+  @property
+  def url(self) -> str:
+    host, port = self.server_address[:2]
+    return f"http://{host}:{port}/v1"
+
+  def start(self) -> "Server":
+    """Serves from a daemon thread (tests, notebooks)."""
+    self._thread = threading.Thread(target=self.serve_forever, name="serve-http", daemon=True)
+    self._thread.start()
+    return self
+
+  def close(self) -> None:
+    if self._thread is not None:
+      self.shutdown()
+    self.server_close()
+    self.batcher.close()
+
+  def count(self, name: str) -> int:
+    with self._lock:
+      self.counts[name] += 1
+      return self.counts[name]
+
+  def stats(self) -> dict[str, int]:
+    with self._lock:
+      out = dict(self.counts)
+    b = self.batcher
+    out.update(batches=b.batches, generated=b.generated, largest_batch=b.largest_batch)
+    return out
+
+  def authorized(self, header: str | None) -> bool:
+    if not self._api_key:
+      return True
+    return secrets.compare_digest(header or "", f"Bearer {self._api_key}")
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+  server: Server
+
+  def log_message(self, fmt, *args):
+    # The request line and status only: headers (the API key) are never logged.
+    logging.info("%s %s", self.address_string(), fmt % args)
+
+  def _send(self, status: int, payload: dict) -> None:
+    data = json.dumps(payload).encode()
+    try:
+      self.send_response(status)
+      self.send_header("Content-Type", "application/json")
+      self.send_header("Content-Length", str(len(data)))
+      self.end_headers()
+      self.wfile.write(data)
+    except (BrokenPipeError, ConnectionResetError):
+      pass        # the client gave up (its timeout); nothing left to tell it
+
+  def _error(self, status: int, message: str, kind: str, param: str | None = None) -> None:
+    self.server.count("http_4xx" if status < 500 else "http_5xx")
+    self._send(status, {"error": {"message": message, "type": kind, "param": param,
+                                  "code": None}})
+
+  def do_GET(self):
+    s = self.server
+    if self.path in ("/v1/models", "/models"):
+      self._send(200, {"object": "list", "data": [
+          {"id": s.model_name, "object": "model", "created": s.created, "owned_by": "optimas-jax"}]})
+    elif self.path in ("/v1/stats", "/stats"):
+      self._send(200, s.stats())
+    elif self.path == "/health":
+      self._send(200, {"status": "ok"})
+    else:
+      self._error(404, f"no route GET {self.path}; try /v1/models", "not_found_error")
+
+  def do_POST(self):
+    s = self.server
+    routes = {"/v1/chat/completions": True, "/chat/completions": True,
+              "/v1/completions": False, "/completions": False}
+    n = s.count("http_requests")
+    try:
+      # Read the body before any answer: closing on unread bytes resets the connection.
+      raw = self._read_body()
+      if self.path not in routes:
+        raise BadRequest(f"no route POST {self.path}; try /v1/chat/completions or "
+                         "/v1/completions", None, 404, "not_found_error")
+      if not s.authorized(self.headers.get("Authorization")):
+        raise BadRequest("missing or wrong API key; send 'Authorization: Bearer <key>'", None,
+                         401, "authentication_error")
+      if s.fail_status and (s.fail_count < 0 or n <= s.fail_count):
+        s.count("injected_failures")
+        raise BadRequest(f"injected failure {n} (--fail_status={s.fail_status})", None,
+                         s.fail_status, "server_error" if s.fail_status >= 500 else "test_error")
+      if s.delay_s:
+        time.sleep(s.delay_s)
+      payload = self._complete(_parse_json(raw), chat=routes[self.path])
+    except BadRequest as e:
+      self._error(e.status, e.message, e.kind, e.param)
+      return
+    except Exception as e:  # pylint: disable=broad-except
+      logging.error("internal error on POST %s:\n%s", self.path, traceback.format_exc())
+      self._error(500, f"internal error: {type(e).__name__}: {e}", "server_error")
+      return
+    self._send(200, payload)
+
+  def _read_body(self) -> bytes:
+    length = self.headers.get("Content-Length")
+    if length is None or not length.isdigit():
+      raise BadRequest("missing Content-Length header", None, 411)
+    if int(length) > MAX_BODY_BYTES:
+      raise BadRequest(f"body of {length} bytes exceeds {MAX_BODY_BYTES}", None, 413)
+    return self.rfile.read(int(length))
+
+  def _complete(self, body: dict, chat: bool) -> dict:
+    s = self.server
+    model = body.get("model")
+    if model != s.model_name:
+      raise BadRequest(f"model {model!r} is not served here; this server serves "
+                       f"{s.model_name!r}", "model", 404)
+    if body.get("stream"):
+      raise BadRequest("'stream': true is not supported; send stream=false", "stream")
+    limit = (s.max_context - 1) if s.max_context else 1 << 20
+    field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    try:
+      max_tokens = _integer(body, field, 256 if chat else 16, 1, limit)
+    except BadRequest as e:
+      if s.max_context:
+        e.message += f" (the model's context is {s.max_context} tokens, prompt included)"
+      raise
+    params = SamplingParams(temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
+                            top_p=_number(body, "top_p", 1.0, 0.0, 1.0, lo_open=True),
+                            max_new_tokens=max_tokens, stop=_stop(body),
+                            return_logprobs=bool(body.get("logprobs") not in (None, False)))
+    n = _integer(body, "n", 1, 1, s.max_batch)
+    seed = _integer(body, "seed", None, -(1 << 63), (1 << 63) - 1)
+    requests = [_messages(body)] if chat else _prompts(body)
+    gens = s.batcher.generate([r for r in requests for _ in range(n)], params, seed)
+    choices = [self._choice(i, g, chat, params.return_logprobs) for i, g in enumerate(gens)]
+    prompt_tokens = sum(g.prompt_tokens for g in gens[::n])   # each prompt counted once
+    completion_tokens = sum(g.num_tokens for g in gens)
+    return {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+            "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()), "model": s.model_name, "choices": choices,
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens}}
+
+  def _choice(self, index: int, g: Generation, chat: bool, logprobs: bool) -> dict:
+    lp = None
+    if logprobs and g.logprobs is not None:
+      ids = g.token_ids or ()
+      tokens = [self.server.token_text(t) for t in ids]
+      if chat:
+        lp = {"content": [{"token": t, "logprob": p, "bytes": list(t.encode()), "top_logprobs": []}
+                          for t, p in zip(tokens, g.logprobs)]}
+      else:
+        offsets = [sum(map(len, tokens[:k])) for k in range(len(tokens))]
+        lp = {"tokens": tokens, "token_logprobs": list(g.logprobs), "top_logprobs": None,
+              "text_offset": offsets}
+    out = {"index": index, "finish_reason": g.finish_reason, "logprobs": lp}
+    if chat:
+      out["message"] = {"role": "assistant", "content": g.text}
+    else:
+      out["text"] = g.text
+    return out
+
+
+def make_server(model: str = "tiny-llama", host: str = "127.0.0.1", port: int = 0, *,
+                dtype: str = "float32", max_context: int | None = 4096, **options) -> Server:
+  """A ``Server`` over ``load_local_llm(model)``; ``options`` go to ``Server``."""
+  from optimas_jax.llm.local import load_local_llm
+  llm = load_local_llm(model, dtype=dtype, max_context=max_context)
+  return Server(llm, model, host, port, **options)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description="OpenAI-compatible server over a local JAX model.")
+  parser.add_argument("--model", default="smollm2-135m-instruct",
+                      help="smollm2-135m-instruct, tiny-llama (random, for tests) or hf:<dir>")
+  parser.add_argument("--host", default="127.0.0.1")
+  parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--max_context", type=int, default=4096)
+  parser.add_argument("--batch_window_ms", type=float, default=20.0)
+  parser.add_argument("--max_batch", type=int, default=32)
+  parser.add_argument("--api_key_env", default="",
+                      help="require 'Authorization: Bearer $<this env var>' (default: open)")
+  parser.add_argument("--delay_ms", type=float, default=0.0, help="test only: answer late")
+  parser.add_argument("--fail_status", type=int, default=0, help="test only: answer this status")
+  parser.add_argument("--fail_count", type=int, default=0,
+                      help="test only: to the first N requests (-1: all)")
+  args = parser.parse_args(argv)
+  api_key = None
+  if args.api_key_env:
+    api_key = os.environ.get(args.api_key_env)
+    if not api_key:
+      parser.error(f"--api_key_env={args.api_key_env} but ${args.api_key_env} is empty; set it")
+
+  logging.set_verbosity(logging.INFO)
+  server = make_server(args.model, args.host, args.port, dtype=args.dtype,
+                       max_context=args.max_context, batch_window_ms=args.batch_window_ms,
+                       max_batch=args.max_batch, delay_ms=args.delay_ms,
+                       fail_status=args.fail_status, fail_count=args.fail_count, api_key=api_key)
+  # Tests read this line to learn the port (--port=0).
+  print(f"serving {args.model} at {server.url}", flush=True)
+  try:
+    server.serve_forever()
+  except KeyboardInterrupt:
+    pass
+  finally:
+    server.server_close()
+    server.batcher.close()
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

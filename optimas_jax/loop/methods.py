@@ -1,0 +1,167 @@
+"""The methods the loop runs, each chosen once at start-up, and their local objectives.
+
+A method says whether it iterates, whether it trains LRFs, whether it adapts
+them online with fresh preference pairs, and which objective scores a
+component's candidate values during a local step:
+
+  optimas         LRFs trained on initial pairs, adapted online; LRF objective
+  optimas_static  the same LRFs, never adapted (no fresh pairs, no cost for them)
+  coordinate      no LRF; candidates scored by the true metric on training traces
+  unoptimized     evaluates the initial configuration
+
+An objective scores a list of candidate values of one component (prompts,
+hyperparameters, model choices) and optimizes a Flax ranking policy's
+parameters (model parameters): by LRF reward (policy gradient against the
+LRF) or by the true metric (random perturbations, scored by re-running).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from optimas_jax.optimize import policy as policy_lib
+from optimas_jax.system import SystemConfig, Trace
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  name: str
+  iterates: bool           # runs optimization iterations at all
+  trains_lrf: bool         # initial preference collection + LRF training
+  adapts_lrf: bool         # fresh pairs + online LRF update every iteration
+  objective: str           # "lrf" | "metric" | "" (what scores a local step's candidates)
+
+
+METHODS = {
+    "optimas": Method("optimas", True, True, True, "lrf"),
+    "optimas_static": Method("optimas_static", True, True, False, "lrf"),
+    "coordinate": Method("coordinate", True, False, False, "metric"),
+    "unoptimized": Method("unoptimized", False, False, False, ""),
+}
+
+
+def eligible_traces(component: str, traces: Sequence[Trace]) -> list[Trace]:
+  """Traces where `component` ran or failed: its inputs exist, so it can be re-run."""
+  return [t for t in traces
+          if component in t.steps or (t.failed and t.failure.component == component)]
+
+
+class LrfObjective:
+  """Mean LRF reward of a component's outputs on the iteration's traces.
+
+  A value whose run fails on an example scores that example at the lowest
+  reward seen in the same call (a failure is never better than any output,
+  and never vanishes from the mean); `failed_outputs` counts them.
+  """
+
+  def __init__(self, rewards, system, component: str, traces: Sequence[Trace],
+               incumbent: SystemConfig):
+    self.rewards, self.system, self.component = rewards, system, component
+    self.traces = eligible_traces(component, traces)
+    self.incumbent = incumbent
+    self.failed_outputs = 0
+
+  def _outputs(self, value) -> tuple[list[dict], list[dict | None]]:
+    """(inputs, outputs or None where the run failed) of `value` on every trace."""
+    comp = self.component
+    config = self.incumbent.override(**{comp: value})
+    traces = self.traces
+    if config.variable_hash(comp) != self.incumbent.variable_hash(comp):
+      traces = self.system.rerun([comp], traces, config).traces
+    inputs = [self._inputs_of(t) for t in traces]
+    outputs = [t.steps[comp].outputs if comp in t.steps else None for t in traces]
+    return inputs, outputs
+
+  def _inputs_of(self, trace: Trace) -> dict:
+    if self.component in trace.steps:
+      return trace.steps[self.component].inputs
+    comp = self.system.components[self.component]
+    context = trace.context()
+    return {f: context[f] for f in comp.input_fields}
+
+  def score_values(self, values: Sequence[Any]) -> list[float]:
+    runs = [self._outputs(v) for v in values]
+    triples = [(self.component, i, o) for inputs, outputs in runs
+               for i, o in zip(inputs, outputs) if o is not None]
+    flat = self.rewards.score_many(triples) if triples else np.zeros(0)
+    worst = float(flat.min()) if len(flat) else 0.0
+    scores, at = [], 0
+    for inputs, outputs in runs:
+      per_example = []
+      for o in outputs:
+        if o is None:
+          self.failed_outputs += 1
+          per_example.append(worst)
+        else:
+          per_example.append(float(flat[at]))
+          at += 1
+      scores.append(float(np.mean(per_example)) if per_example else 0.0)
+    return scores
+
+  def optimize_parameters(self, adapter, params, optimizer_config,
+                          rng: np.random.Generator) -> tuple[Any, dict]:
+    """Policy gradient against the LRF: each sampled ranking is rendered and scored."""
+    policy_config = policy_lib.PolicyConfig(
+        optimizer_config.policy_steps, optimizer_config.policy_group,
+        optimizer_config.policy_lr, optimizer_config.policy_kl)
+    comp = self.component
+    inputs = [t.steps[comp].inputs for t in self.traces if comp in t.steps]
+    if not inputs:
+      return params, {"skipped": "the component ran on no training trace"}
+    features, mask = adapter.features(inputs)
+    real = mask.sum(axis=1)
+    reward_memo: dict[tuple, float] = {}
+
+    def reward_fn(orderings: np.ndarray) -> np.ndarray:
+      keys = [[(b, tuple(int(j) for j in row[:real[b]])) for row in group]
+              for b, group in enumerate(orderings)]
+      todo = sorted({k for group in keys for k in group} - set(reward_memo))
+      if todo:
+        outputs = [adapter.render(inputs[b], order, features[b]) for b, order in todo]
+        scores = self.rewards.score(comp, [inputs[b] for b, _ in todo], outputs)
+        reward_memo.update(zip(todo, scores.tolist()))
+      return np.array([[reward_memo[k] for k in group] for group in keys], np.float32)
+
+    key = jax.random.key(int(rng.integers(2**31)))
+    new, metrics = policy_lib.optimize(params, features, mask, adapter.num_picks(mask),
+                                       reward_fn, key, policy_config, adapter.apply)
+    rewards = metrics["reward"]
+    return jax.tree.map(np.asarray, new), {
+        "reward_first": float(rewards[:3].mean()), "reward_last": float(rewards[-3:].mean()),
+        "kl": float(metrics["kl"][-1]), "rankings_scored": len(reward_memo)}
+
+
+class MetricObjective:
+  """The true global metric after re-running the component and everything downstream."""
+
+  def __init__(self, system, component: str, traces: Sequence[Trace], incumbent: SystemConfig):
+    self.system, self.component = system, component
+    self.traces = eligible_traces(component, traces)
+    self.incumbent = incumbent
+    self.failed_outputs = 0
+
+  def score_values(self, values: Sequence[Any]) -> list[float]:
+    out = []
+    for value in values:
+      config = self.incumbent.override(**{self.component: value})
+      result = self.system.run_from(self.component, self.traces, config)
+      self.failed_outputs += result.num_failed   # scored as failures by evaluate()
+      out.append(float(self.system.evaluate([t.example for t in result.traces], result).mean()))
+    return out
+
+  def optimize_parameters(self, adapter, params, optimizer_config,
+                          rng: np.random.Generator) -> tuple[Any, dict]:
+    """Best of `search_budget` random perturbations of the parameters, by the metric."""
+    del adapter
+    scale = optimizer_config.perturb_scale
+    candidates = [params] + [
+        jax.tree.map(lambda x: np.asarray(x) + scale *
+                     rng.standard_normal(np.shape(x)).astype(np.float32), params)
+        for _ in range(optimizer_config.search_budget - 1)]
+    scores = self.score_values(candidates)
+    best = int(np.argmax(scores))          # ties keep the incumbent (index 0)
+    return candidates[best], {"tried": len(candidates), "best_local": scores[best]}

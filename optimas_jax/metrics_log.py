@@ -1,0 +1,39 @@
+"""One metrics writer: a JSON line per logged step in `workdir/metrics.jsonl`."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import time
+from typing import Callable
+
+
+class MetricsLog:
+  """Appends records (time-stamped) and reads them back; rewrites are atomic."""
+
+  def __init__(self, path: str | os.PathLike):
+    self.path = pathlib.Path(path)
+
+  def write(self, record: dict) -> None:
+    line = json.dumps({"time": time.time(), **record}, default=float)
+    with open(self.path, "a", encoding="utf-8") as f:
+      f.write(line + "\n")
+
+  def records(self) -> list[dict]:
+    if not self.path.exists():
+      return []
+    return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+
+  def drop(self, unwanted: Callable[[dict], bool]) -> int:
+    """Removes the records `unwanted` selects (e.g. a resumed run's unfinished
+    iteration, which it logs again); returns how many."""
+    records = self.records()
+    kept = [r for r in records if not unwanted(r)]
+    if len(kept) != len(records):
+      tmp = self.path.with_suffix(".jsonl.tmp")
+      tmp.write_text("".join(json.dumps(r, default=float) + "\n" for r in kept),
+                     encoding="utf-8")
+      tmp.replace(self.path)
+    return len(records) - len(kept)
