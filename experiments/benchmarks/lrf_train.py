@@ -1,7 +1,7 @@
 """python experiments/benchmarks/lrf_train.py --out=docs/benchmarks/lrf_train.json
 
-(smoke: add --quick, about 3 minutes; the full run is sized for about 20
-minutes on a 2-core CPU)
+(smoke: add --quick, about 3 minutes; the full run took 15.7 minutes on
+the 2-core CPU at load average ~3.5, docs/benchmarks/lrf_train.json)
 
 Like-for-like LRF training benchmark, this project (JAX) against PyTorch,
 on the same Amazon preference groups from ../shared/data (sessions x 4

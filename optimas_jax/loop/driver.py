@@ -92,7 +92,12 @@ class OptimasLoop:
       arrays["lrf"] = self.rewards.checkpoint_arrays()
     return arrays
 
+  def _update_wall_time(self) -> None:
+    # Wall time of this process's part plus what earlier (resumed) parts took.
+    self.state.wall_s = self._wall_before + time.time() - self._started
+
   def save(self) -> None:
+    self._update_wall_time()
     self.state.selector = self.selector.state_dict()
     self.state.replay = self.replay.state_dict()
     self.state.counters = self.system.counters.snapshot()
@@ -230,7 +235,6 @@ class OptimasLoop:
     self.metrics.write(record)
     logging.info("init: %s", {k: v for k, v in record.items() if not k.startswith("collect")})
     self.state.initialized = True
-    self.state.wall_s += time.time() - t0
 
   def _adapt_lrf(self, component: str, traces, iteration: int, rng) -> dict:
     """Fresh pairs under the current system; alignment on them; online update of one head."""
@@ -306,7 +310,6 @@ class OptimasLoop:
     logging.info("iteration %d: %s %s val %.3f (candidate %.3f) budget %d", iteration, component,
                  "accepted" if record["accepted"] else "rejected", self.state.val_score,
                  record["candidate_val"], self.budget_used())
-    self.state.wall_s += time.time() - t0
 
   def _budget_left(self) -> bool:
     cap = self.system.counters.budget_cap
@@ -314,6 +317,7 @@ class OptimasLoop:
 
   def run(self) -> dict:
     how = self.restore_or_init()
+    self._started, self._wall_before = time.time(), self.state.wall_s
     logging.info("optimas loop (%s): %s", self.method.name, how)
     try:
       if not self.state.initialized:
@@ -341,6 +345,7 @@ class OptimasLoop:
     return self.finish()
 
   def finish(self) -> dict:
+    self._update_wall_time()                   # the test evaluation is not part of it
     counters = self.system.counters.snapshot()
     budget = self.budget_used()
     with self.system.counters.unmetered():     # the test set is not part of the budget

@@ -20,9 +20,9 @@ import pytest
 ROOT = pathlib.Path(__file__).parents[2]
 FAST = ["--config.loop.iterations=4", "--config.data.train=10", "--config.data.val=6",
         "--config.data.test=8"]
-LLM_FAST = ["--config.loop.iterations=3", "--config.data.train=8", "--config.data.val=6",
-            "--config.data.test=6", "--config.collect.initial_examples=4",
-            "--config.loop.examples_per_iteration=4", "--config.optimizers.policy_steps=6"]
+LLM_FAST = ["--config.loop.iterations=2", "--config.data.train=6", "--config.data.val=4",
+            "--config.data.test=4", "--config.collect.initial_examples=3",
+            "--config.loop.examples_per_iteration=3"]
 
 
 def _main(workdir, config="experiments/geoqa.py:smoke,tools", extra=(), timeout=1800):
@@ -73,13 +73,13 @@ def test_kill_and_resume_with_a_sampling_llm_ends_like_an_uninterrupted_run(tmp_
   recs = _records(full)
   assert recs[0]["event"] == "init"
   iters = [r for r in recs if r["event"] == "iteration"]
-  assert [r["iteration"] for r in iters] == [0, 1, 2]
-  assert [r["component"] for r in iters] == ["query_writer", "retriever", "evidence_selector"]
+  assert [r["iteration"] for r in iters] == [0, 1]
+  assert [r["component"] for r in iters] == ["query_writer", "retriever"]
   assert all("accepted" in r and "alignment" in r for r in iters)
   assert all("gate" in r for r in iters if r["changed"])
   assert s["llm_usage"]["requests"] > 0 and s["budget_runs"] == s["counters"]["system_runs"] + \
       s["counters"]["partial_runs"]
-  assert s["test_runs"] == 6                       # the test set is outside the budget
+  assert s["test_runs"] == 4                       # the test set is outside the budget
   assert (full / "final_config" / "config.json").exists()
 
   _kill_after_checkpoint(killed, config, LLM_FAST, step="1")
@@ -89,7 +89,7 @@ def test_kill_and_resume_with_a_sampling_llm_ends_like_an_uninterrupted_run(tmp_
   assert "resumed from" in proc.stderr
   assert _comparable(_summary(killed)) == _comparable(s)
   # One log line per iteration, as in the uninterrupted run.
-  assert [r["iteration"] for r in _records(killed) if r["event"] == "iteration"] == [0, 1, 2]
+  assert [r["iteration"] for r in _records(killed) if r["event"] == "iteration"] == [0, 1]
 
 
 def test_init_from_forks_a_run_with_a_changed_config(tmp_path):
