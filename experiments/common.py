@@ -38,7 +38,7 @@ def optimas_config() -> ml_collections.ConfigDict:
   ))
 
   lrf = default_lrf_config()
-  lrf.list_items = "full"            # full | first_sentence (see reward.render_value)
+  lrf.list_items = "full"            # full | first_sentence (see lrf.rewards.render_value)
   lrf.optim.schedule = "constant"
   lrf.optim.lr = 3e-4
   lrf.initial_epochs = 6
