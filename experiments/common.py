@@ -74,6 +74,20 @@ def optimas_config() -> ml_collections.ConfigDict:
       policy_kl=0.02,
       perturb_scale=0.3,             # coordinate search's parameter perturbation
   ))
+  # RL of an LLM component's LoRA adapter (rl/; a TextPolicy component): each
+  # local step runs `steps` RL steps of `prompts` inputs x `group` samples.
+  config.optimizers.rl = ml_collections.ConfigDict(dict(
+      algorithm="grpo",              # grpo | ppo (the paper's)
+      steps=4,
+      prompts=4,
+      group=4,
+      inner_epochs=2,
+      learning_rate=2e-4,
+      kl_coef=0.05,
+      clip_eps=0.2,
+      temperature=1.0,
+      metric_rollouts=1,             # true-metric reward: Monte-Carlo rollouts per sample
+  ))
   return config
 
 

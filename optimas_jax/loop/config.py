@@ -49,6 +49,19 @@ def validate(config) -> None:
       bad(f"optimizers.{field}", f"got {optimizers[field]}; use >= {low}")
   if optimizers.policy_lr <= 0:
     bad("optimizers.policy_lr", f"got {optimizers.policy_lr}; use > 0")
+  rl = optimizers.get("rl")
+  if rl is not None:
+    if rl.algorithm not in ("grpo", "ppo"):
+      bad("optimizers.rl.algorithm", f"got {rl.algorithm!r}; choose 'grpo' or 'ppo'")
+    for field, low in (("steps", 1), ("prompts", 1), ("group", 2), ("inner_epochs", 1),
+                       ("metric_rollouts", 1)):
+      if rl[field] < low:
+        bad(f"optimizers.rl.{field}", f"got {rl[field]}; use >= {low}")
+    for field in ("learning_rate", "temperature", "clip_eps"):
+      if not rl[field] > 0:
+        bad(f"optimizers.rl.{field}", f"got {rl[field]}; use > 0")
+    if rl.kl_coef < 0:
+      bad("optimizers.rl.kl_coef", f"got {rl.kl_coef}; use >= 0")
   if METHODS[config.method].trains_lrf:
     validate_lrf_config(config.lrf)
     for field in ("initial_epochs", "replay_pairs"):

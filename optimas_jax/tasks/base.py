@@ -33,12 +33,29 @@ class PolicyAdapter:
     return int(mask.shape[1]) if self.picks <= 0 else min(self.picks, int(mask.shape[1]))
 
 
+@dataclasses.dataclass(frozen=True)
+class TextPolicy:
+  """How the RL optimizer drives an LLM component whose variable is a LoRA adapter.
+
+  requests(inputs) -> the chat requests the component sends for those
+  inputs; output(text) -> the component's output dict for one completion.
+  The component's own call must use the same two functions (greedy), so the
+  text the optimizer rewards is the text the component deploys. `llm` is
+  the local backend that samples with an adapter (llm/local.py).
+  """
+
+  llm: Any
+  requests: Callable[[Sequence[dict]], list]
+  output: Callable[[str], dict]
+  max_new_tokens: int
+
+
 @dataclasses.dataclass
 class Task:
   system: System
   splits: dict[str, list[dict]]                  # train / val / test examples
   hints: dict[str, Sequence[str]] = dataclasses.field(default_factory=dict)
-  policies: dict[str, PolicyAdapter] = dataclasses.field(default_factory=dict)
+  policies: dict[str, PolicyAdapter | TextPolicy] = dataclasses.field(default_factory=dict)
   complete: Callable | None = None               # (prompts, seed) -> texts, for OPRO
   extra_metrics: dict[str, Callable] = dataclasses.field(default_factory=dict)
   llm: Any = None                                # for token counters

@@ -6,6 +6,7 @@ import importlib
 
 TASKS = {
     "geoqa": "optimas_jax.tasks.geo.task:build",
+    "geoqa_hop": "optimas_jax.tasks.geo.hop_task:build",
     "amazon": "optimas_jax.tasks.amazon.task:build",
     "pubmedqa": "optimas_jax.tasks.pubmedqa.task:build",
     "hotpotqa": "optimas_jax.tasks.hotpotqa.task:build",
