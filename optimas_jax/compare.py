@@ -12,6 +12,7 @@ so an interrupted comparison continues where it stopped.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import pathlib
 
@@ -31,6 +32,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Root folder of all runs and the
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (each changes the run's randomness).")
 _METHODS = flags.DEFINE_list("methods", ["unoptimized", "coordinate", "optimas_static", "optimas"],
                              "Methods to compare; optimas always runs first to set the budget.")
+_ARMS = flags.DEFINE_multi_string(
+    "arm", [], "NAME:METHOD[:FIELD=VALUE[;FIELD=VALUE]]: an arm of the comparison, a method "
+    "on the config with overrides (e.g. prompt:optimas:system.writer_variable=prompt). "
+    "Replaces --methods; the first iterating arm runs first and sets every arm's budget.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 # A capped method gets this many times Optimas's iterations: the budget, not
@@ -38,51 +43,121 @@ flags.mark_flags_as_required(["config", "workdir"])
 ITERATIONS_FACTOR = 20
 
 
+@dataclasses.dataclass(frozen=True)
+class Arm:
+  """One side of a comparison: a method on the config with field overrides."""
+
+  name: str
+  method: str
+  overrides: tuple[tuple[str, str], ...] = ()
+
+  @classmethod
+  def parse(cls, text: str) -> "Arm":
+    parts = text.split(":", 2)
+    if len(parts) < 2 or not parts[0].isidentifier():
+      raise ValueError(f"--arm={text!r}: expected NAME:METHOD[:FIELD=VALUE;...]")
+    if parts[1] not in METHODS:
+      raise ValueError(f"--arm={text!r}: unknown method {parts[1]!r}; choose from "
+                       f"{sorted(METHODS)}")
+    overrides = []
+    for item in (parts[2].split(";") if len(parts) == 3 and parts[2] else []):
+      field, eq, value = item.partition("=")
+      if not eq:
+        raise ValueError(f"--arm={text!r}: override {item!r} is not FIELD=VALUE")
+      overrides.append((field.strip(), value.strip()))
+    return cls(parts[0], parts[1], tuple(overrides))
+
+
+def _set_field(cfg, field: str, value: str, arm: str) -> None:
+  *parents, leaf = field.split(".")
+  node = cfg
+  for p in parents:
+    if p not in node:
+      raise ValueError(f"--arm {arm}: config has no field {field!r}")
+    node = node[p]
+  if leaf not in node:
+    raise ValueError(f"--arm {arm}: config has no field {field!r}")
+  old = node[leaf]
+  # The override takes the type of the field it replaces ("3" -> 3, "true" -> True).
+  if isinstance(old, bool):
+    node[leaf] = value.lower() in ("1", "true", "yes")
+  elif isinstance(old, (int, float)):
+    node[leaf] = type(old)(value)
+  else:
+    node[leaf] = value
+
+
+def arm_config(config, seed: int, arm: Arm, budget: int | None, sets_budget: bool):
+  """The config of one arm and seed; every arm but the budget setter is capped."""
+  cfg = copy.deepcopy(config)
+  with cfg.unlocked():
+    cfg.seed = int(seed)
+    cfg.method = arm.method
+    for field, value in arm.overrides:
+      _set_field(cfg, field, value, arm.name)
+    if not sets_budget and METHODS[arm.method].iterates and budget is not None:
+      cfg.loop.budget_runs = budget
+      cfg.loop.iterations = config.loop.iterations * ITERATIONS_FACTOR
+  jobs.validate(cfg)
+  return cfg
+
+
 def method_configs(config, seed: int, methods, budget: int | None):
   """(method, config) pairs of one seed; capped methods get Optimas's budget."""
-  out = []
-  for method in methods:
-    cfg = copy.deepcopy(config)
-    with cfg.unlocked():
-      cfg.seed = int(seed)
-      cfg.method = method
-      if method != "optimas" and METHODS[method].iterates and budget is not None:
-        cfg.loop.budget_runs = budget
-        cfg.loop.iterations = config.loop.iterations * ITERATIONS_FACTOR
-    jobs.validate(cfg)
-    out.append((method, cfg))
-  return out
+  return [(m, arm_config(config, seed, Arm(m, m), budget, m == "optimas")) for m in methods]
 
 
-def run_all(config, root: pathlib.Path, seeds, methods) -> list[dict]:
+def arms_from_methods(methods) -> list[Arm]:
   unknown = [m for m in methods if m not in METHODS]
   if unknown:
     raise ValueError(f"--methods: unknown {unknown}; choose from {sorted(METHODS)}")
-  ordered = ["optimas"] + [m for m in methods if m != "optimas"]
+  return [Arm(m, m) for m in ["optimas"] + [m for m in methods if m != "optimas"]]
+
+
+def run_all(config, root: pathlib.Path, seeds, methods=None, arms=None) -> list[dict]:
+  """Runs every arm of every seed; the first iterating arm sets the others' budget.
+
+  `methods` (names) is the short form of `arms`: Optimas first, then the rest.
+  An arm that is only there to set the budget (optimas when not in
+  `methods`) runs but is not reported.
+  """
+  reported = None
+  if arms is None:
+    arms = arms_from_methods(methods)
+    reported = set(methods)
+  names = [a.name for a in arms]
+  if len(set(names)) != len(names):
+    raise ValueError(f"--arm names must differ, got {names}")
+  setter = next((a.name for a in arms if METHODS[a.method].iterates), None)
   for seed in seeds:                      # every config is checked before any model loads
-    method_configs(config, seed, ordered, budget=0)
+    for arm in arms:
+      arm_config(config, seed, arm, 0, arm.name == setter)
   results = []
-  task = None
+  tasks = {}
   for seed in seeds:
     budget = None
-    for method in ordered:
-      (_, cfg), = method_configs(config, seed, [method], budget)
-      workdir = root / f"{method}-seed{seed}"
+    for arm in arms:
+      cfg = arm_config(config, seed, arm, budget, arm.name == setter)
+      workdir = root / f"{arm.name}-seed{seed}"
       workdir.mkdir(parents=True, exist_ok=True)
       summary_path = workdir / "summary.json"
       if summary_path.exists():
         summary = json.loads(summary_path.read_text())
       else:
-        task = task or registry.build(cfg)
-        # One task (models, indexes) serves every run; its counters start afresh.
+        # Arms with the same overrides share one task (models, indexes); its counters
+        # start afresh for every run.
+        key = arm.overrides
+        if key not in tasks:
+          tasks[key] = registry.build(cfg)
+        task = tasks[key]
         task.system.counters.reset()
         task.reset_usage()
         summary = OptimasLoop(task, cfg, str(workdir)).run()
-      if method == "optimas":
+      if arm.name == setter:
         budget = summary["budget_runs"]
-      if method in methods:
-        results.append(summary | {"workdir": str(workdir)})
-      logging.info("%s seed %s: test %.3f val %.3f runs %d", method, seed, summary["test"],
+      if reported is None or arm.name in reported:
+        results.append(summary | {"workdir": str(workdir), "arm": arm.name})
+      logging.info("%s seed %s: test %.3f val %.3f runs %d", arm.name, seed, summary["test"],
                    summary["val"], summary["budget_runs"])
   return results
 
@@ -111,14 +186,14 @@ def budget_spread(results: list[dict]) -> float:
 
 
 def write_report(results: list[dict], root: pathlib.Path, command: str, task: str) -> str:
-  methods = list(dict.fromkeys(r["method"] for r in results))
+  methods = list(dict.fromkeys(r["arm"] for r in results))
   lines = [f"# {task}: Optimas against baselines at equal budget", "",
            f"Command: `{command}`", "",
            "| method | test (mean ± std) | test EM | system runs (mean, min-max) | "
            "accepted changes | wall s | seeds |",
            "|---|---|---|---|---|---|---|"]
   for m in methods:
-    rs = [r for r in results if r["method"] == m]
+    rs = [r for r in results if r["arm"] == m]
     test = np.array([r["test"] for r in rs])
     em = np.array([r["test_extra"].get("exact_match", np.nan) for r in rs])
     runs = [r["budget_runs"] for r in rs]
@@ -133,11 +208,11 @@ def write_report(results: list[dict], root: pathlib.Path, command: str, task: st
   for r in results:
     if METHODS[r["method"]].adapts_lrf:
       alignment = _alignment(r["workdir"])
-      lines.append(f"- {r['method']} seed {r['seed']}: " +
+      lines.append(f"- {r['arm']} seed {r['seed']}: " +
                    ", ".join(f"{c} {v:.2f}" for c, v in sorted(alignment.items())))
   lines += ["", "Final configurations:", ""]
   for r in results:
-    lines.append(f"- {r['method']} seed {r['seed']}: `{json.dumps(r['config'])}`")
+    lines.append(f"- {r['arm']} seed {r['seed']}: `{json.dumps(r['config'])}`")
   text = "\n".join(lines) + "\n"
   (root / "report.md").write_text(text)
   return text
@@ -157,9 +232,9 @@ def plot(results: list[dict], root: pathlib.Path) -> pathlib.Path:
       if x.get("event") == "iteration":
         xs.append(x["budget"])
         ys.append(x["val"])
-    c = colors.setdefault(r["method"], f"C{len(colors)}")
+    c = colors.setdefault(r["arm"], f"C{len(colors)}")
     ax.step(xs, ys, where="post", color=c, alpha=0.8,
-            label=r["method"] if r["seed"] == results[0]["seed"] else None)
+            label=r["arm"] if r["seed"] == results[0]["seed"] else None)
   ax.set_xlabel("system runs (full + partial)")
   ax.set_ylabel("validation score")
   ax.legend()
@@ -175,7 +250,10 @@ def main(argv):
   enable_compilation_cache()
   root = pathlib.Path(_WORKDIR.value)
   root.mkdir(parents=True, exist_ok=True)
-  results = run_all(_CONFIG.value, root, _SEEDS.value, _METHODS.value)
+  if _ARMS.value:
+    results = run_all(_CONFIG.value, root, _SEEDS.value, arms=[Arm.parse(a) for a in _ARMS.value])
+  else:
+    results = run_all(_CONFIG.value, root, _SEEDS.value, _METHODS.value)
   import sys
   command = "python -m optimas_jax.compare " + " ".join(sys.argv[1:])
   print(write_report(results, root, command, _CONFIG.value.task))

@@ -24,7 +24,9 @@ import jax
 import numpy as np
 
 from optimas_jax.optimize import policy as policy_lib
+from optimas_jax.optimize import text_policy
 from optimas_jax.system import SystemConfig, Trace
+from optimas_jax.tasks.base import TextPolicy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,11 +106,20 @@ class LrfObjective:
 
   def optimize_parameters(self, adapter, params, optimizer_config,
                           rng: np.random.Generator) -> tuple[Any, dict]:
-    """Policy gradient against the LRF: each sampled ranking is rendered and scored."""
+    """Policy gradient against the LRF: each sampled ranking (or, for an LLM
+    component's LoRA adapter, each sampled text) is rendered and scored."""
+    comp = self.component
+    if isinstance(adapter, TextPolicy):
+      inputs = [t.steps[comp].inputs for t in self.traces if comp in t.steps]
+
+      def lrf_reward(rows, outputs):
+        # A dense, cheap reward: no system run, the LRF scores (input, text).
+        return self.rewards.score(comp, [inputs[i] for i in rows], list(outputs))
+
+      return text_policy.optimize(adapter, params, inputs, lrf_reward, optimizer_config.rl, rng)
     policy_config = policy_lib.PolicyConfig(
         optimizer_config.policy_steps, optimizer_config.policy_group,
         optimizer_config.policy_lr, optimizer_config.policy_kl)
-    comp = self.component
     inputs = [t.steps[comp].inputs for t in self.traces if comp in t.steps]
     if not inputs:
       return params, {"skipped": "the component ran on no training trace"}
@@ -155,8 +166,10 @@ class MetricObjective:
 
   def optimize_parameters(self, adapter, params, optimizer_config,
                           rng: np.random.Generator) -> tuple[Any, dict]:
-    """Best of `search_budget` random perturbations of the parameters, by the metric."""
-    del adapter
+    """Best of `search_budget` random perturbations of the parameters, by the metric;
+    for an LLM component's LoRA adapter, RL with the true metric as the reward."""
+    if isinstance(adapter, TextPolicy):
+      return self._rl_against_metric(adapter, params, optimizer_config.rl, rng)
     scale = optimizer_config.perturb_scale
     candidates = [params] + [
         jax.tree.map(lambda x: np.asarray(x) + scale *
@@ -165,3 +178,23 @@ class MetricObjective:
     scores = self.score_values(candidates)
     best = int(np.argmax(scores))          # ties keep the incumbent (index 0)
     return candidates[best], {"tried": len(candidates), "best_local": scores[best]}
+
+  def _rl_against_metric(self, policy, adapter_value, rl_config, rng):
+    """Each sampled text is scored by running the downstream components with it
+    plugged in (`metric_rollouts` Monte-Carlo samples), every run counted."""
+    comp = self.component
+    traces = [t for t in self.traces if comp in t.steps]
+    calls = [0]
+
+    def metric_reward(rows, outputs):
+      calls[0] += 1
+      m = rl_config.metric_rollouts
+      batch = [traces[i].with_outputs(comp, o) for i, o in zip(rows, outputs) for _ in range(m)]
+      samples = [f"rl{calls[0]}:{j}" for _ in rows for j in range(m)]
+      result = self.system.run_after(comp, batch, self.incumbent, sample=samples)
+      self.failed_outputs += result.num_failed        # scored as failures, counted
+      scores = self.system.evaluate([t.example for t in result.traces], result)
+      return scores.reshape(len(rows), m).mean(axis=1)
+
+    return text_policy.optimize(policy, adapter_value, [t.steps[comp].inputs for t in traces],
+                                metric_reward, rl_config, rng)

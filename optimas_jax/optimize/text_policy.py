@@ -1,0 +1,57 @@
+"""RL of an LLM component's LoRA adapter against a host-side reward (a local step).
+
+The component (tasks.base.TextPolicy) is trained where it runs: each RL
+step draws `prompts` of the iteration's component inputs, samples `group`
+completions of each with the current adapter, turns every completion into
+the component's output dict through the component's own `output`, and asks
+the reward for one number per (input, output). The reward is the LRF
+(Optimas) or the true metric after the downstream components (loop/methods.py);
+it runs on the host, outside the jitted update (rl/). A local step starts a
+fresh optimizer from the incumbent adapter: the adapter, not the moments, is
+the component's variable, so a rejected step leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+# (rows: indices into the step's inputs, outputs: one output dict each) -> rewards
+RewardFn = Callable[[Sequence[int], Sequence[dict]], np.ndarray]
+
+
+def optimize(policy, adapter, inputs: Sequence[dict], reward: RewardFn, rl_config,
+             rng: np.random.Generator) -> tuple[Any, dict]:
+  """`rl_config.steps` RL steps from `adapter`; returns (new adapter, stats)."""
+  from optimas_jax.rl import trainer as trainer_lib
+  if not inputs:
+    return adapter, {"skipped": "the component ran on no training trace"}
+  requests = policy.requests(inputs)
+  prompts = [policy.llm.render(r) for r in requests]
+  trainer = trainer_lib.RLTrainer(policy.llm, adapter, trainer_lib.RLConfig(
+      algorithm=rl_config.algorithm, group_size=rl_config.group,
+      inner_epochs=rl_config.inner_epochs, learning_rate=rl_config.learning_rate,
+      kl_coef=rl_config.kl_coef, clip_eps=rl_config.clip_eps,
+      temperature=rl_config.temperature, max_new_tokens=policy.max_new_tokens))
+  history, t0 = [], time.time()
+  for step in range(rl_config.steps):
+    chosen = rng.choice(len(inputs), size=min(rl_config.prompts, len(inputs)), replace=False)
+    by_prompt = {}
+
+    def reward_fn(step_prompts: list[str], completions: list[str]) -> np.ndarray:
+      rows = [by_prompt[p] for p in step_prompts]
+      return np.asarray(reward(rows, [policy.output(c) for c in completions]), np.float32)
+
+    step_prompts = []
+    for i in chosen:
+      by_prompt[prompts[int(i)]] = int(i)
+      step_prompts.append(prompts[int(i)])
+    stats = trainer.step(step_prompts, reward_fn, seed=int(rng.integers(2**31)))
+    history.append(stats)
+  rewards = [float(h["reward_mean"]) for h in history]
+  return trainer.adapter, {
+      "rl_steps": len(history), "reward_first": rewards[0], "reward_last": rewards[-1],
+      "kl_last": float(history[-1].get("kl", np.nan)), "samples": sum(
+          int(h.get("samples", 0)) for h in history), "seconds": time.time() - t0}

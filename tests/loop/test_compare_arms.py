@@ -1,0 +1,43 @@
+"""Compare-harness arms: a method on the config with overrides, capped alike."""
+
+import importlib.util
+import pathlib
+
+import pytest
+
+from optimas_jax import compare
+
+ROOT = pathlib.Path(__file__).parents[2]
+
+
+@pytest.fixture(scope="module")
+def config():
+  spec = importlib.util.spec_from_file_location("geoqa_rl", ROOT / "experiments" / "geoqa_rl.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config("smoke")
+
+
+def test_arm_parses_overrides_with_the_fields_types(config):
+  arm = compare.Arm.parse("prompt:optimas:system.writer_variable=prompt;optimizers.rl.steps=3")
+  assert arm == compare.Arm("prompt", "optimas", (("system.writer_variable", "prompt"),
+                                                  ("optimizers.rl.steps", "3")))
+  cfg = compare.arm_config(config, 1, arm, budget=500, sets_budget=False)
+  assert cfg.system.writer_variable == "prompt" and cfg.optimizers.rl.steps == 3
+  assert cfg.seed == 1 and cfg.loop.budget_runs == 500
+  assert config.system.writer_variable == "lora"            # the base config is untouched
+  setter = compare.arm_config(config, 1, compare.Arm("rl", "optimas"), 500, sets_budget=True)
+  assert setter.loop.budget_runs == 0
+
+
+@pytest.mark.parametrize("text, message", [
+    ("x", "expected NAME:METHOD"), ("a:sgd", "unknown method"),
+    ("a:optimas:system.writer_variable", "not FIELD=VALUE")])
+def test_bad_arms_name_the_problem(text, message):
+  with pytest.raises(ValueError, match=message):
+    compare.Arm.parse(text)
+
+
+def test_unknown_override_field_is_an_error(config):
+  with pytest.raises(ValueError, match="no field 'system.nope'"):
+    compare.arm_config(config, 0, compare.Arm.parse("a:optimas:system.nope=1"), None, True)
