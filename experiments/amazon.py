@@ -9,7 +9,11 @@ Components: session_analyzer (pooling hyperparameters) -> candidate_profiler
 next_item_decider (decision rule). Metric: accuracy on the reference's split
 (file 80/20 -> train+val / test, then 85/15 -> train / val).
 Args: `:smoke` (tests), `:api` (the paper's LLM decider, gpt-4o-mini, with a
-prompt; needs $OPENAI_API_KEY or an OpenAI-compatible $OPENAI_BASE_URL).
+prompt; needs $OPENAI_API_KEY or an OpenAI-compatible $OPENAI_BASE_URL),
+`:llm` (the paper's shape: session analyzer and candidate profiler are
+SmolLM2-135M LoRA policies trained by RL against their LRFs,
+tasks/amazon/llm_system.py; sized for a 2-core CPU, raise data.max_* and
+optimizers.rl.* on a GPU).
 """
 
 import os
@@ -22,7 +26,7 @@ from optimas_jax.llm import factory  # noqa: E402
 
 
 def get_config(arg=None):
-  args = common.parse_args(arg, ('api', 'smoke'), "experiments/amazon.py")
+  args = common.parse_args(arg, ('api', 'smoke', 'llm'), "experiments/amazon.py")
   config = common.optimas_config()
   config.task = "amazon"
   config.data = dict(name="amazon", path="", on_error="raise")
@@ -45,6 +49,29 @@ def get_config(arg=None):
     config.lrf.initial_epochs = 1
     config.optimizers.search_budget = 3
     config.optimizers.policy_steps = 5
+  if "llm" in args:
+    config.task = "amazon_llm"
+    # CPU sizes: the first examples of each reference split (0: all of it).
+    config.data.max_train, config.data.max_val, config.data.max_test = 48, 24, 48
+    config.system = dict(llm="smollm2-135m-instruct", llm_dtype="float32", lora_rank=8,
+                         lora_alpha=16.0, lora_targets=("q_proj", "v_proj"),
+                         analyzer_tokens=16, profiler_tokens=4, propose_temperature=1.0,
+                         cache_dir=config.system.cache_dir)
+    config.collect.initial_examples = 12
+    common.use_minilm_lrf(config, max_len=256, buckets=(128, 256))
+    config.lrf.initial_epochs = 4
+    config.loop.iterations = 4
+    config.loop.examples_per_iteration = 8
+    if "smoke" in args:
+      config.data.max_train, config.data.max_val, config.data.max_test = 8, 4, 4
+      config.collect.initial_examples = 4
+      config.loop.iterations = 2
+      config.loop.examples_per_iteration = 4
+      config.lrf.initial_epochs = 1
+      config.optimizers.rl.steps = 1
+      config.optimizers.rl.prompts = 2
+      config.optimizers.rl.group = 2
+      config.optimizers.rl.inner_epochs = 1
   if "api" in args:
     config.system.llm_decider = True
     config.llm = factory.api_config("gpt-4o-mini")

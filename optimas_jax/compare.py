@@ -7,6 +7,12 @@ partial runs, system/counters.py) becomes the cap of every other iterating
 method, which then runs until the cap stops it, exactly at the cap, inside
 an iteration if need be. Each (method, seed) is its own resumable workdir,
 so an interrupted comparison continues where it stopped.
+
+The paper's peers run in the same harness (the `peers` extra; see
+optimas_jax/peers/baselines.py), capped at Optimas's spend like the others:
+
+  python -m optimas_jax.compare --config=experiments/geoqa.py --workdir=runs/peers \
+      --methods=unoptimized,mipro_instructions,mipro,gepa,textgrad,optimas --seeds=0,1,2
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from optimas_jax import jobs
-from optimas_jax.loop import METHODS, OptimasLoop
+from optimas_jax.loop import METHODS, run_method
 from optimas_jax.metrics_log import MetricsLog
 from optimas_jax.runtime import QuietLibraries, enable_compilation_cache
 from optimas_jax.tasks import registry
@@ -152,7 +158,7 @@ def run_all(config, root: pathlib.Path, seeds, methods=None, arms=None) -> list[
         task = tasks[key]
         task.system.counters.reset()
         task.reset_usage()
-        summary = OptimasLoop(task, cfg, str(workdir)).run()
+        summary = run_method(task, cfg, str(workdir))
       if arm.name == setter:
         budget = summary["budget_runs"]
       if reported is None or arm.name in reported:
@@ -185,13 +191,24 @@ def budget_spread(results: list[dict]) -> float:
   return spread
 
 
+def parse_failures(rs: list[dict]) -> str:
+  """'system / optimizer LM' failures summed over seeds (the peers' replies that did not parse:
+  peers/baselines.py); "-" where a method makes no such calls or does not count them."""
+  system = sum(sum(c["failures"] for c in r["counters"]["components"].values()) for r in rs)
+  optimizer = [r["parse"] for r in rs if "parse" in r]
+  if not optimizer:
+    return f"{system} / -"
+  return (f"{system} / {sum(p['optimizer_parse_failures'] for p in optimizer)} of "
+          f"{sum(p['optimizer_calls'] for p in optimizer)}")
+
+
 def write_report(results: list[dict], root: pathlib.Path, command: str, task: str) -> str:
   methods = list(dict.fromkeys(r["arm"] for r in results))
   lines = [f"# {task}: Optimas against baselines at equal budget", "",
            f"Command: `{command}`", "",
            "| method | test (mean ± std) | test EM | system runs (mean, min-max) | "
-           "accepted changes | wall s | seeds |",
-           "|---|---|---|---|---|---|---|"]
+           "accepted changes | parse failures: system / optimizer LM | wall s | seeds |",
+           "|---|---|---|---|---|---|---|---|"]
   for m in methods:
     rs = [r for r in results if r["arm"] == m]
     test = np.array([r["test"] for r in rs])
@@ -201,6 +218,7 @@ def write_report(results: list[dict], root: pathlib.Path, command: str, task: st
     lines.append(f"| {m} | {test.mean():.3f} ± {test.std():.3f} | "
                  f"{np.nanmean(em) if np.isfinite(em).any() else float('nan'):.3f} | "
                  f"{np.mean(runs):.0f} ({min(runs)}-{max(runs)}) | {accepted:.1f} | "
+                 f"{parse_failures(rs)} | "
                  f"{np.mean([r['wall_s'] for r in rs]):.0f} | {len(rs)} |")
   lines += ["", f"Budgets of the iterating methods differ by at most "
             f"{100 * budget_spread(results):.2f}% within a seed.", "",

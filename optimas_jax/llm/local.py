@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import functools
+import threading
 from typing import Any, Sequence
 
 import jax
@@ -12,6 +14,11 @@ import numpy as np
 from optimas_jax.llm.base import LLM, Generation, Request, SamplingParams
 from optimas_jax.models import generate as gen_lib
 from optimas_jax.models import registry
+from optimas_jax.rl import lora
+
+# Merged base + adapter weights kept per adapter (each is a full set of the
+# targeted kernels: 2 for the live policy and one it is compared with).
+MERGED_CACHE_SIZE = 2
 
 # Chat model names -> registry backbone names.
 LOCAL_MODELS = {
@@ -34,6 +41,33 @@ class LocalLLM(LLM):
     self.generator = gen_lib.Generator(backbone.module, backbone.params, backbone.pad_id,
                                        prompt_multiple=prompt_multiple, max_batch=max_batch,
                                        max_context=max_context, max_traces=max_traces)
+    self._merged = collections.OrderedDict()   # adapter leaf ids -> (leaves, merged params)
+    self._merged_lock = threading.Lock()
+
+  def variables(self, adapter=None):
+    """The decoder weights with ``adapter`` (rl.lora) merged in; the base when None.
+
+    The adapter is checked against the base weights first (a ValueError
+    names both digests). Merged weights are cached per adapter object (its
+    leaves' identities; adapters are immutable values), so repeated calls
+    with the same adapter merge once.
+    """
+    if adapter is None:
+      return self.generator.params
+    leaves = jax.tree.leaves(adapter)
+    key = tuple(map(id, leaves))
+    with self._merged_lock:
+      hit = self._merged.get(key)
+      if hit is not None and all(a is b for a, b in zip(hit[0], leaves)):
+        self._merged.move_to_end(key)
+        return hit[1]
+    lora.check_compatible(adapter, self.generator.params, f"adapter for {self.name}")
+    merged = lora.merge(self.generator.params, adapter)
+    with self._merged_lock:
+      self._merged[key] = (leaves, merged)   # holding the leaves keeps their ids unique
+      while len(self._merged) > MERGED_CACHE_SIZE:
+        self._merged.popitem(last=False)
+    return merged
 
   def render(self, request: Request) -> str:
     """The prompt text fed to the model (chat messages go through the template)."""
@@ -51,28 +85,35 @@ class LocalLLM(LLM):
     return list(dict.fromkeys(ids))
 
   def generate(self, requests: Sequence[Request], params: SamplingParams = SamplingParams(),
-               rng: Any = None) -> list[Generation]:
-    """See ``LLM.generate``; ``rng`` (per-request keys or one key) goes to the decoder as is."""
+               rng: Any = None, adapter=None) -> list[Generation]:
+    """See ``LLM.generate``; ``rng`` (per-request keys or one key) goes to the decoder as is.
+
+    ``adapter`` (an rl.lora adapter of this model) samples from base +
+    adapter; ``Generation.token_ids`` / ``logprobs`` (with
+    ``params.return_logprobs``) are the sampled ids and their log-probs.
+    """
     if isinstance(requests, str):
       raise TypeError("generate() takes a list of requests; wrap a single prompt in a list")
     prompts = self.tokenizer.encode_batch([self.render(r) for r in requests],
                                           add_special_tokens=False)
     completions = self.generator.generate_ids(
         prompts, max_new_tokens=params.max_new_tokens, stop_ids=self._stop_ids(params.stop),
-        temperature=params.temperature, top_p=params.top_p, rng=rng)
+        temperature=params.temperature, top_p=params.top_p, rng=rng,
+        params=self.variables(adapter))
     out = [self._finish(c, params) for c in completions]
     self.usage.add(out)
     return out
 
   def option_logprobs(self, requests: Sequence[Request], options: Sequence[str],
-                      prefix: str = "") -> np.ndarray:
+                      prefix: str = "", adapter=None) -> np.ndarray:
     """(B, len(options)) log-likelihood of each option as the start of the reply.
 
     The reply starts with ``prefix`` (e.g. "Answer:"), then the option's
     tokens; one forward pass per batch and no decoding, so a small model
     answers a closed question by likelihood instead of by free text it may
-    not format.
+    not format. ``adapter``: score with base + that rl.lora adapter.
     """
+    variables = self.variables(adapter)
     option_ids = [self.tokenizer.encode(o, add_special_tokens=False) for o in options]
     if not options or any(not o for o in option_ids):
       raise ValueError(f"options {list(options)}: give non-empty strings")
@@ -103,7 +144,7 @@ class LocalLLM(LLM):
       target = np.array(targets[lo:lo + step] + [[0] * width] * pad, np.int32)
       valid = np.arange(width)[None] < np.array(lengths[lo:lo + step] + [0] * pad)[:, None]
       with self.generator._lock:
-        logp = _sequence_logprobs(self.generator.module, self.generator.params, ids, mask,
+        logp = _sequence_logprobs(self.generator.module, variables, ids, mask,
                                   start, target, valid)
       out.append(np.asarray(logp)[: len(chunk)])
     self.usage.add([Generation("", 0, len(p), "stop") for p in prompts])

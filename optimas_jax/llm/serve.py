@@ -5,7 +5,14 @@
        "messages": [{"role": "user", "content": "Capital of France?"}], "max_tokens": 16}'
 
 POST /v1/chat/completions and /v1/completions, GET /v1/models, /v1/stats
-(batch counters) and /health. Requests that arrive within
+(batch counters) and /health.
+
+LoRA adapters (rl/lora.py) are served as vLLM serves them: each loaded
+adapter is a model of its own name in /v1/models, a request picks one by
+its ``model`` field, and ``POST /v1/load_lora_adapter`` {"lora_name",
+"lora_path"} loads (or replaces) one at run time without a restart
+(``/v1/unload_lora_adapter`` {"lora_name"} drops it). An adapter trained on
+other base weights than the served ones is refused (their digests differ). Requests that arrive within
 ``--batch_window_ms`` of each other (up to ``--max_batch``) are decoded in
 one ``LLM.generate`` call per distinct set of sampling params.
 
@@ -77,6 +84,7 @@ class _Job:
   seed: int          # the request's seed (drawn fresh when the client sent none)
   choice: int        # which of the request's answers this job is
   future: concurrent.futures.Future
+  adapter: tuple[str, Any] | None = None   # (name, adapter pytree) or the base model
 
 
 class Batcher:
@@ -91,16 +99,19 @@ class Batcher:
     self._thread = threading.Thread(target=self._loop, name="serve-batcher", daemon=True)
     self._thread.start()
 
-  def generate(self, requests: list, params: SamplingParams, seed: int | None) -> list[Generation]:
+  def generate(self, requests: list, params: SamplingParams, seed: int | None,
+               adapter: tuple[str, Any] | None = None) -> list[Generation]:
     """Blocks until every answer of this HTTP call is decoded (possibly with others').
 
     ``requests`` are the call's answers in order (a prompt repeated ``n``
     times gives n); answer i samples with ``request_key(seed, i)``.
+    ``adapter`` (name, pytree): decode with that LoRA adapter on the base.
     """
     if self._closed:
       raise RuntimeError("the server is shutting down")
     seed = seed if seed is not None else secrets.randbits(64)
-    jobs = [_Job(r, params, seed, i, concurrent.futures.Future()) for i, r in enumerate(requests)]
+    jobs = [_Job(r, params, seed, i, concurrent.futures.Future(), adapter)
+            for i, r in enumerate(requests)]
     for j in jobs:
       self._queue.put(j)
     return [j.future.result() for j in jobs]
@@ -134,10 +145,11 @@ class Batcher:
           closing = True
           break
         jobs.append(job)
+      # One decode per (sampling params, adapter): a batch shares its weights.
       groups = collections.defaultdict(list)
       for j in jobs:
-        groups[j.params].append(j)
-      for params, group in groups.items():
+        groups[(j.params, None if j.adapter is None else id(j.adapter[1]))].append(j)
+      for (params, _), group in groups.items():
         self._run(params, group)
       if closing:
         return
@@ -149,7 +161,9 @@ class Batcher:
         import jax.numpy as jnp
         # One key per row, from its own request: batch-mates cannot change a row's sample.
         keys = jnp.stack([request_key(j.seed, j.choice) for j in jobs])
-      gens = self.llm.generate([j.request for j in jobs], params, keys)
+      adapter = jobs[0].adapter
+      kwargs = {} if adapter is None else {"adapter": adapter[1]}
+      gens = self.llm.generate([j.request for j in jobs], params, keys, **kwargs)
       with self._lock:
         self.batches += 1
         self.generated += len(jobs)
@@ -263,6 +277,54 @@ class Server(http.server.ThreadingHTTPServer):
     self._lock = threading.Lock()
     self.counts = collections.Counter()
     self._thread: threading.Thread | None = None
+    self.adapters: dict[str, tuple[str, Any]] = {}     # name -> (path, adapter pytree)
+    self._base_digest: str | None = None
+
+  def base_digest(self) -> str:
+    """Digest of the served base weights (what an adapter must have been trained on)."""
+    from optimas_jax.rl import lora
+    if self._base_digest is None:
+      self._base_digest = lora.base_digest(self.llm.generator.params)
+    return self._base_digest
+
+  def load_adapter(self, name: str, path: str) -> None:
+    """Loads (or replaces) adapter ``name`` from ``path``; requests use it from now on."""
+    from optimas_jax.rl import lora
+    if not name or name == self.model_name:
+      raise BadRequest(f"'lora_name' must be a non-empty name other than the base model "
+                       f"{self.model_name!r}", "lora_name")
+    if getattr(self.llm, "generator", None) is None:
+      raise BadRequest("this backend serves no local decoder; LoRA adapters need one",
+                       "lora_path")
+    try:
+      adapter, _ = lora.load_adapter(path)
+    except (OSError, ValueError, KeyError) as e:
+      raise BadRequest(f"cannot load adapter from lora_path={path!r}: {e}", "lora_path") from None
+    if lora.adapter_digest(adapter) != self.base_digest():
+      raise BadRequest(f"adapter {name!r} was trained on base weights "
+                       f"{lora.adapter_digest(adapter)[:16]}..., but this server serves "
+                       f"{self.model_name!r} with digest {self.base_digest()[:16]}...; train "
+                       "or convert the adapter on the served base", "lora_path")
+    with self._lock:
+      self.adapters[name] = (str(path), adapter)
+    self.count("adapters_loaded")
+
+  def unload_adapter(self, name: str) -> None:
+    with self._lock:
+      if self.adapters.pop(name, None) is None:
+        raise BadRequest(f"no adapter named {name!r} is loaded; loaded: {sorted(self.adapters)}",
+                         "lora_name", 404)
+
+  def resolve_model(self, model) -> tuple[str, Any] | None:
+    """The adapter a request's ``model`` names (None: the base model)."""
+    if model == self.model_name:
+      return None
+    with self._lock:
+      entry = self.adapters.get(model)
+    if entry is None:
+      raise BadRequest(f"model {model!r} is not served here; this server serves "
+                       f"{[self.model_name, *sorted(self.adapters)]}", "model", 404)
+    return (model, entry[1])
 
   @property
   def url(self) -> str:
@@ -325,8 +387,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
   def do_GET(self):
     s = self.server
     if self.path in ("/v1/models", "/models"):
+      with s._lock:
+        adapters = sorted(s.adapters.items())
       self._send(200, {"object": "list", "data": [
-          {"id": s.model_name, "object": "model", "created": s.created, "owned_by": "optimas-jax"}]})
+          {"id": s.model_name, "object": "model", "created": s.created, "owned_by": "optimas-jax",
+           "root": s.model_name, "parent": None}] + [
+          {"id": name, "object": "model", "created": s.created, "owned_by": "optimas-jax",
+           "root": path, "parent": s.model_name} for name, (path, _) in adapters]})
     elif self.path in ("/v1/stats", "/stats"):
       self._send(200, s.stats())
     elif self.path == "/health":
@@ -337,7 +404,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
   def do_POST(self):
     s = self.server
     routes = {"/v1/chat/completions": True, "/chat/completions": True,
-              "/v1/completions": False, "/completions": False}
+              "/v1/completions": False, "/completions": False,
+              "/v1/load_lora_adapter": "load", "/v1/unload_lora_adapter": "unload"}
     n = s.count("http_requests")
     try:
       # Read the body before any answer: closing on unread bytes resets the connection.
@@ -354,7 +422,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                          s.fail_status, "server_error" if s.fail_status >= 500 else "test_error")
       if s.delay_s:
         time.sleep(s.delay_s)
-      payload = self._complete(_parse_json(raw), chat=routes[self.path])
+      if routes[self.path] in ("load", "unload"):
+        payload = self._adapter_admin(_parse_json(raw), routes[self.path])
+      else:
+        payload = self._complete(_parse_json(raw), chat=routes[self.path])
     except BadRequest as e:
       self._error(e.status, e.message, e.kind, e.param)
       return
@@ -372,12 +443,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       raise BadRequest(f"body of {length} bytes exceeds {MAX_BODY_BYTES}", None, 413)
     return self.rfile.read(int(length))
 
+  def _adapter_admin(self, body: dict, action: str) -> dict:
+    name = body.get("lora_name")
+    if not isinstance(name, str):
+      raise BadRequest("'lora_name' must be a string", "lora_name")
+    if action == "unload":
+      self.server.unload_adapter(name)
+      return {"object": "lora_adapter", "id": name, "unloaded": True}
+    path = body.get("lora_path")
+    if not isinstance(path, str) or not path:
+      raise BadRequest("'lora_path' must be the adapter's folder (rl.lora.save_adapter)",
+                       "lora_path")
+    self.server.load_adapter(name, path)
+    return {"object": "lora_adapter", "id": name, "root": path, "loaded": True}
+
   def _complete(self, body: dict, chat: bool) -> dict:
     s = self.server
     model = body.get("model")
-    if model != s.model_name:
-      raise BadRequest(f"model {model!r} is not served here; this server serves "
-                       f"{s.model_name!r}", "model", 404)
+    adapter = s.resolve_model(model)
     if body.get("stream"):
       raise BadRequest("'stream': true is not supported; send stream=false", "stream")
     limit = (s.max_context - 1) if s.max_context else 1 << 20
@@ -395,13 +478,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     n = _integer(body, "n", 1, 1, s.max_batch)
     seed = _integer(body, "seed", None, -(1 << 63), (1 << 63) - 1)
     requests = [_messages(body)] if chat else _prompts(body)
-    gens = s.batcher.generate([r for r in requests for _ in range(n)], params, seed)
+    gens = s.batcher.generate([r for r in requests for _ in range(n)], params, seed, adapter)
     choices = [self._choice(i, g, chat, params.return_logprobs) for i, g in enumerate(gens)]
     prompt_tokens = sum(g.prompt_tokens for g in gens[::n])   # each prompt counted once
     completion_tokens = sum(g.num_tokens for g in gens)
     return {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
             "object": "chat.completion" if chat else "text_completion",
-            "created": int(time.time()), "model": s.model_name, "choices": choices,
+            "created": int(time.time()), "model": model, "choices": choices,
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens}}
 
@@ -445,6 +528,9 @@ def main(argv=None) -> int:
   parser.add_argument("--max_batch", type=int, default=32)
   parser.add_argument("--api_key_env", default="",
                       help="require 'Authorization: Bearer $<this env var>' (default: open)")
+  parser.add_argument("--lora", action="append", default=[], metavar="NAME=PATH",
+                      help="serve a LoRA adapter (rl.lora.save_adapter folder) as model NAME; "
+                           "repeatable; more can be loaded at run time (POST /v1/load_lora_adapter)")
   parser.add_argument("--delay_ms", type=float, default=0.0, help="test only: answer late")
   parser.add_argument("--fail_status", type=int, default=0, help="test only: answer this status")
   parser.add_argument("--fail_count", type=int, default=0,
@@ -461,6 +547,14 @@ def main(argv=None) -> int:
                        max_context=args.max_context, batch_window_ms=args.batch_window_ms,
                        max_batch=args.max_batch, delay_ms=args.delay_ms,
                        fail_status=args.fail_status, fail_count=args.fail_count, api_key=api_key)
+  for item in args.lora:
+    name, eq, path = item.partition("=")
+    if not eq:
+      parser.error(f"--lora={item!r}: expected NAME=PATH")
+    try:
+      server.load_adapter(name, path)
+    except BadRequest as e:
+      parser.error(f"--lora={item}: {e.message}")
   # Tests read this line to learn the port (--port=0).
   print(f"serving {args.model} at {server.url}", flush=True)
   try:

@@ -369,11 +369,21 @@ class OptimasLoop:
     return summary
 
 
+def run_method(task: Task, config, workdir: str) -> dict:
+  """Runs `config.method` on `task`: OptimasLoop, or the method's own runner (the peers)."""
+  runner = METHODS[config.method].runner
+  if runner:
+    import importlib
+    module, fn = runner.split(":")
+    return getattr(importlib.import_module(module), fn)(task, config, workdir)
+  return OptimasLoop(task, config, workdir).run()
+
+
 def run(config, workdir: str) -> dict:
   """Entry for `config.job == "optimas"`."""
   from optimas_jax.tasks import registry
   task = registry.build(config)
-  summary = OptimasLoop(task, config, workdir).run()
+  summary = run_method(task, config, workdir)
   print(json.dumps({k: summary[k] for k in ("method", "seed", "test", "val", "iterations",
                                             "budget_runs", "wall_s")}, default=float))
   return summary

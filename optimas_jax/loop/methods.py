@@ -8,6 +8,9 @@ component's candidate values during a local step:
   optimas_static  the same LRFs, never adapted (no fresh pairs, no cost for them)
   coordinate      no LRF; candidates scored by the true metric on training traces
   unoptimized     evaluates the initial configuration
+  mipro_instructions, mipro, gepa, textgrad
+                  the paper's peers through DSPy / GEPA / TextGrad (`runner`:
+                  optimas_jax/peers/baselines.py), capped at the same budget
 
 An objective scores a list of candidate values of one component (prompts,
 hyperparameters, model choices) and optimizes a Flax ranking policy's
@@ -36,6 +39,9 @@ class Method:
   trains_lrf: bool         # initial preference collection + LRF training
   adapts_lrf: bool         # fresh pairs + online LRF update every iteration
   objective: str           # "lrf" | "metric" | "" (what scores a local step's candidates)
+  # "module:function" that runs the method instead of OptimasLoop (the peers:
+  # optimas_jax/peers/baselines.py, through the real DSPy / GEPA / TextGrad).
+  runner: str = ""
 
 
 METHODS = {
@@ -43,6 +49,9 @@ METHODS = {
     "optimas_static": Method("optimas_static", True, True, False, "lrf"),
     "coordinate": Method("coordinate", True, False, False, "metric"),
     "unoptimized": Method("unoptimized", False, False, False, ""),
+    # The paper's peers, at the same budget of system runs (needs the `peers` extra).
+    **{name: Method(name, True, False, False, "", "optimas_jax.peers.baselines:run")
+       for name in ("mipro_instructions", "mipro", "gepa", "textgrad")},
 }
 
 

@@ -190,8 +190,12 @@ class Generator:
 
   def generate_ids(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
                    stop_ids: Sequence[int] | Sequence[Sequence[int]] = (),
-                   temperature: float = 0.0, top_p: float = 1.0, rng=None) -> list[Completion]:
+                   temperature: float = 0.0, top_p: float = 1.0, rng=None,
+                   params=None) -> list[Completion]:
     """Completions for token-id prompts; ``stop_ids`` shared or one list per row.
+
+    ``params`` replaces the generator's own weights for this call (e.g. base
+    + a merged LoRA adapter); same tree and shapes, so no recompilation.
 
     ``rng`` (needed when temperature > 0): one key per prompt, stacked on
     axis 0 (``BatchRng.jax_keys()``), or a single key, from which prompt r
@@ -226,7 +230,7 @@ class Generator:
       hi = min(lo + step, len(rows))
       chunk_keys = self._chunk_keys(keys, lo, hi, bucket_batch(hi - lo))
       out += self._chunk(rows[lo:hi], row_stops[lo:hi], max_new_tokens, temperature, top_p,
-                         chunk_keys)
+                         chunk_keys, self.params if params is None else params)
     return out
 
   @staticmethod
@@ -237,7 +241,7 @@ class Generator:
     # Filler rows repeat the last real key: they are inactive, their samples are dropped.
     return keys[np.minimum(np.arange(lo, lo + batch), hi - 1)]
 
-  def _chunk(self, rows, row_stops, max_new_tokens, temperature, top_p, keys):
+  def _chunk(self, rows, row_stops, max_new_tokens, temperature, top_p, keys, params):
     room = self.max_context - max_new_tokens
     truncated = [max(0, len(r) - room) for r in rows]
     rows = [r[len(r) - min(len(r), room):] or [self.pad_id] for r in rows]
@@ -251,7 +255,7 @@ class Generator:
       stops[i, :len(s)] = s
     active = np.arange(batch) < len(rows)
     with self._lock:
-      tokens, logps = self._fn(max_new_tokens, self.params, ids, mask, stops, active, keys,
+      tokens, logps = self._fn(max_new_tokens, params, ids, mask, stops, active, keys,
                                jnp.float32(temperature), jnp.float32(top_p),
                                jnp.int32(self.pad_id))
       tokens, logps = np.asarray(tokens), np.asarray(logps)

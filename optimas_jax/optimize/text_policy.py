@@ -18,6 +18,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+def lora_config_of(adapter):
+  """The LoraConfig an adapter pytree was made with (rank, alpha, targets)."""
+  from optimas_jax.rl import lora
+  modules = [ab for layer in adapter["layers"].values() for ab in layer.values()]
+  rank = int(np.shape(modules[0]["a"])[1])
+  targets = sorted({name for layer in adapter["layers"].values() for name in layer})
+  return lora.LoraConfig(rank=rank, alpha=float(np.asarray(adapter["scaling"])) * rank,
+                         targets=tuple(targets))
+
+
 # (rows: indices into the step's inputs, outputs: one output dict each) -> rewards
 RewardFn = Callable[[Sequence[int], Sequence[dict]], np.ndarray]
 
@@ -25,16 +35,18 @@ RewardFn = Callable[[Sequence[int], Sequence[dict]], np.ndarray]
 def optimize(policy, adapter, inputs: Sequence[dict], reward: RewardFn, rl_config,
              rng: np.random.Generator) -> tuple[Any, dict]:
   """`rl_config.steps` RL steps from `adapter`; returns (new adapter, stats)."""
-  from optimas_jax.rl import trainer as trainer_lib
+  from optimas_jax.rl.config import RLConfig
+  from optimas_jax.rl.trainer import RLTrainer
   if not inputs:
     return adapter, {"skipped": "the component ran on no training trace"}
   requests = policy.requests(inputs)
   prompts = [policy.llm.render(r) for r in requests]
-  trainer = trainer_lib.RLTrainer(policy.llm, adapter, trainer_lib.RLConfig(
+  trainer = RLTrainer(policy.llm, RLConfig(
       algorithm=rl_config.algorithm, group_size=rl_config.group,
       inner_epochs=rl_config.inner_epochs, learning_rate=rl_config.learning_rate,
       kl_coef=rl_config.kl_coef, clip_eps=rl_config.clip_eps,
-      temperature=rl_config.temperature, max_new_tokens=policy.max_new_tokens))
+      temperature=rl_config.temperature, max_new_tokens=policy.max_new_tokens,
+      lora=lora_config_of(adapter)), adapter=adapter, seed=int(rng.integers(2**31)))
   history, t0 = [], time.time()
   for step in range(rl_config.steps):
     chosen = rng.choice(len(inputs), size=min(rl_config.prompts, len(inputs)), replace=False)
@@ -53,5 +65,5 @@ def optimize(policy, adapter, inputs: Sequence[dict], reward: RewardFn, rl_confi
   rewards = [float(h["reward_mean"]) for h in history]
   return trainer.adapter, {
       "rl_steps": len(history), "reward_first": rewards[0], "reward_last": rewards[-1],
-      "kl_last": float(history[-1].get("kl", np.nan)), "samples": sum(
-          int(h.get("samples", 0)) for h in history), "seconds": time.time() - t0}
+      "kl_last": float(history[-1].get("kl") or 0.0),
+      "samples": len(history) * len(chosen) * rl_config.group, "seconds": time.time() - t0}

@@ -28,3 +28,30 @@ def token_f1(prediction: str, gold: str) -> float:
 
 def exact_match(prediction: str, gold: str) -> float:
   return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+# Ranking metrics (STaRK's MRR, Hit@k, Recall@k) over a list of ids, best first.
+
+
+def rank_by_scores(ids, scores) -> list:
+  """`ids` by descending score; equal scores keep their given order (a stable sort)."""
+  if len(ids) != len(scores):
+    raise ValueError(f"{len(ids)} ids but {len(scores)} scores")
+  order = sorted(range(len(ids)), key=lambda i: -float(scores[i]))
+  return [ids[i] for i in order]
+
+
+def reciprocal_rank(ranked, gold) -> float:
+  """1 / (1-based rank of the first gold id), 0 when none is ranked."""
+  gold = set(gold)
+  return next((1.0 / r for r, i in enumerate(ranked, start=1) if i in gold), 0.0)
+
+
+def hit_at_k(ranked, gold, k: int) -> float:
+  return float(bool(set(ranked[:k]) & set(gold)))
+
+
+def recall_at_k(ranked, gold, k: int) -> float:
+  """Share of the gold ids among the first k (0 when there is no gold id)."""
+  gold = set(gold)
+  return len(set(ranked[:k]) & gold) / len(gold) if gold else 0.0

@@ -8,8 +8,11 @@ TASKS = {
     "geoqa": "optimas_jax.tasks.geo.task:build",
     "geoqa_hop": "optimas_jax.tasks.geo.hop_task:build",
     "amazon": "optimas_jax.tasks.amazon.task:build",
+    "amazon_llm": "optimas_jax.tasks.amazon.task:build_llm",
     "pubmedqa": "optimas_jax.tasks.pubmedqa.task:build",
     "hotpotqa": "optimas_jax.tasks.hotpotqa.task:build",
+    "stark": "optimas_jax.tasks.stark.task:build",
+    "code": "optimas_jax.tasks.code.task:build",
 }
 
 

@@ -28,3 +28,33 @@ def build(config) -> Task:
               hints={"next_item_decider": amazon.DECIDER_HINTS} if llm is not None else {},
               complete=llm_calls.completer(llm) if llm is not None else None)
 
+
+
+def build_llm(config) -> Task:
+  """The paper's shape: analyzer and profiler are SmolLM2 LoRA policies (llm_system.py)."""
+  import jax.numpy as jnp
+  from optimas_jax.llm.local import load_local_llm
+  from optimas_jax.rl import lora
+  from optimas_jax.tasks.amazon import llm_system
+  from optimas_jax.tasks.base import TextPolicy
+  loaded = data_lib.load("amazon", config.data.path or None, config.data.on_error)
+  splits = {name: rows[:config.data.get(f"max_{name}", len(rows)) or len(rows)]
+            for name, rows in loaded.splits.items()}
+  embedder = Embedder(cache_dir=config.system.cache_dir or None)
+  llm = load_local_llm(config.system.llm, jnp.dtype(config.system.llm_dtype))
+  base = llm.generator.params
+  lora_config = lora.LoraConfig(rank=config.system.lora_rank, alpha=config.system.lora_alpha,
+                                targets=tuple(config.system.lora_targets))
+  lora_config.validate(base)
+  names = ("session_analyzer", "candidate_profiler")
+  inits = {n: (lambda seed: lora.init_adapter(lora_config, base, seed)) for n in names}
+  tokens = {"session_analyzer": config.system.analyzer_tokens,
+            "candidate_profiler": config.system.profiler_tokens}
+  system = llm_system.build_system(embedder, llm, inits, tokens,
+                                   config.system.propose_temperature)
+  policies = {
+      "session_analyzer": TextPolicy(llm, llm_system.analyzer_requests,
+                                     llm_system.analyzer_output, tokens["session_analyzer"]),
+      "candidate_profiler": TextPolicy(llm, llm_system.profiler_requests,
+                                       llm_system.profiler_output, tokens["candidate_profiler"])}
+  return Task(system=system, splits=splits, policies=policies, llm=llm)

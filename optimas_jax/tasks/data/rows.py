@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -14,8 +15,9 @@ Record = tuple[int, Any]   # (1-based line where the row starts, dict or Bad)
 
 
 def jsonl_records(path: Path) -> Iterator[Record]:
-  """One JSON object per non-blank line."""
-  with path.open("rb") as f:   # bytes, so a bad encoding is one bad row, not a crash
+  """One JSON object per non-blank line (a ".gz" file is read through gzip)."""
+  opened = gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+  with opened as f:   # bytes, so a bad encoding is one bad row, not a crash
     for line, raw in enumerate(f, start=1):
       if not raw.strip():
         continue

@@ -24,8 +24,8 @@ def build(config) -> Task:
   adapter_init = None
   if variable == "lora":
     from optimas_jax.rl import lora
-    lora_config = lora.LoraConfig(rank=config.rl.lora_rank, alpha=config.rl.lora_alpha,
-                                  targets=tuple(config.rl.lora_targets))
+    lora_config = lora.LoraConfig(rank=config.system.lora_rank, alpha=config.system.lora_alpha,
+                                  targets=tuple(config.system.lora_targets))
     base = llm.generator.params
     lora_config.validate(base)          # a bad rank or target fails before any work
     adapter_init = lambda seed: lora.init_adapter(lora_config, base, seed)

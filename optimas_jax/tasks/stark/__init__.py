@@ -1,0 +1,1 @@
+"""STaRK: relational + textual reranking of candidate entities (the paper's STaRK-Prime system)."""

@@ -1,0 +1,65 @@
+"""Each peer (MIPROv2 both modes, GEPA, TextGrad) through the real package on a small System
+over tiny-llama: it stops at the budget of system runs, stays on loopback, reports parse
+failures, and its summary is the compare harness's."""
+
+import ml_collections
+import numpy as np
+import pytest
+
+from tests.peers.conftest import require_peers
+
+require_peers()
+
+from optimas_jax import system as osys  # noqa: E402
+from optimas_jax.compare import parse_failures  # noqa: E402
+from optimas_jax.loop import METHODS, run_method  # noqa: E402
+from optimas_jax.tasks import llm_calls  # noqa: E402
+from optimas_jax.tasks.base import Task  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def task(tiny_llm):
+  def write(inputs, prompt, rng):
+    outs = llm_calls.chat(tiny_llm, prompt, [x["question"] for x in inputs], 4, 0.0, rng)
+    return [{"answer": o.split("\n")[0][:40]} for o in outs]
+
+  writer = osys.Component("writer", "Answer the question.", ["question"], ["answer"], write,
+                          osys.Prompt("Answer the question."), deterministic=True)
+  metric = osys.Metric(lambda ex, p: float(len(p["answer"]) % 2 == ex["parity"]), ["answer"],
+                       name="parity")
+  system = osys.System([writer], ["question"], metric)
+  examples = [{"question": f"question {i}?", "parity": i % 2} for i in range(16)]
+  return Task(system=system, splits={"train": examples[:6], "val": examples[6:10],
+                                     "test": examples[10:14]}, llm=tiny_llm)
+
+
+def _config(method, budget):
+  return ml_collections.ConfigDict(dict(
+      method=method, seed=0, loop=dict(budget_runs=budget, test_repeats=1),
+      peers=dict(lm_max_tokens=8, gepa_max_tokens=8, textgrad_max_tokens=8,
+                 mipro_minibatch=2, mipro_candidates=2, mipro_demos=1, textgrad_batch=2)))
+
+
+@pytest.mark.parametrize("method, budget", [("gepa", 10), ("textgrad", 8),
+                                            ("mipro_instructions", 10), ("mipro", 12)])
+def test_a_peer_stops_at_the_budget_and_reports_its_parse_failures(task, method, budget,
+                                                                  tmp_path):
+  assert METHODS[method].runner and METHODS[method].iterates     # capped by compare
+  task.system.counters.reset()
+  summary = run_method(task, _config(method, budget), str(tmp_path))
+  assert summary["method"] == method and summary["budget_cap"] == budget
+  assert summary["budget_runs"] <= budget
+  if method in ("gepa", "textgrad"):
+    assert summary["budget_runs"] == budget          # these stop exactly at the cap
+  assert summary["test_runs"] == 4 and 0 <= summary["test"] <= 1
+  assert summary["outside_loopback"] == []
+  # The optimizer's LM is the served model (DSPy answers repeated prompts from its cache).
+  assert summary["served"]["generated"] > 0 and summary["parse"]["optimizer_calls"] > 0
+  parse = summary["parse"]
+  assert parse["system_failures"] == 0
+  assert 0 <= parse["optimizer_parse_failures"] <= parse["optimizer_calls"]
+  assert "/" in parse_failures([summary])
+  assert np.isfinite(summary["val"]) and summary["wall_s"] > 0
+  assert (tmp_path / "final_config" / "config.json").exists()
+  if method == "mipro":
+    assert summary["peer"]["demos"]["writer"] <= 1

@@ -1,0 +1,197 @@
+"""The sandbox against hostile programs: each ends as a counted failure within its limit,
+and the host and the next run go on. Limits are short so the file takes seconds."""
+
+import os
+import pathlib
+import shutil
+import tempfile
+import time
+
+import pytest
+
+from optimas_jax.sandbox import Limits, Sandbox, SandboxError
+
+LIMITS = Limits(wall_s=8.0, cpu_s=2, memory_bytes=768 << 20, file_bytes=1 << 20,
+                processes=16, output_bytes=256 << 10, kept_output_bytes=2048)
+
+
+@pytest.fixture(scope="module")
+def box():
+  with Sandbox(LIMITS, workers=2) as sandbox:
+    yield sandbox
+
+
+def _processes_of(uids) -> list[int]:
+  """Host pids whose real uid is one of `uids` (stray sandbox processes)."""
+  found = []
+  for entry in pathlib.Path("/proc").iterdir():
+    if not entry.name.isdigit():
+      continue
+    try:
+      status = (entry / "status").read_text()
+    except OSError:
+      continue
+    uid_line = next((l for l in status.splitlines() if l.startswith("Uid:")), "")
+    if uid_line and int(uid_line.split()[1]) in uids:
+      found.append(int(entry.name))
+  return found
+
+
+def _needs(box, *features):
+  missing = [f for f in features if not box.isolation.get(f)]
+  if missing:
+    pytest.skip(f"this machine gives the sandbox no {missing} (see BUILD.md)")
+
+
+def test_a_plain_program_passes_and_reports_its_isolation(box):
+  result = box.run({"main.py": "import os\nprint('hello', os.getcwd())\n",
+                    "data.txt": "x"})
+  assert result.status == "passed" and result.output.startswith("hello ")
+  if os.geteuid() == 0:   # the CI machines run as root: every layer is there
+    assert {k for k, v in box.isolation.items() if v is True} >= {"net", "pid", "mount",
+                                                                   "read_only"}
+    uid = box.run({"main.py": "import os; print(os.getuid(), os.getgid(), os.getgroups())"})
+    got_uid, got_gid, groups = uid.output.split(maxsplit=2)
+    assert int(got_uid) in box.uids and int(got_gid) in box.uids and groups.strip() == "[]"
+
+
+def test_infinite_loop_is_stopped_by_the_cpu_limit(box):
+  start = time.monotonic()
+  result = box.run({"main.py": "while True:\n  pass\n"}, limits=Limits(wall_s=8.0, cpu_s=1))
+  assert result.status == "timeout" and result.reason == "cpu_time"
+  assert time.monotonic() - start < 8.0
+
+
+def test_a_sleeping_program_is_stopped_by_the_wall_clock(box):
+  result = box.run({"main.py": "import time\ntime.sleep(60)\n"},
+                   limits=Limits(wall_s=1.0))
+  assert result.status == "timeout" and result.reason == "wall_time"
+  assert result.wall_s < 5
+
+
+FORK_LOOP = """
+import os, sys, time
+made, refused = 0, None
+for _ in range(300):               # bounded: a broken sandbox cannot take the machine down
+  try:
+    pid = os.fork()
+  except OSError as e:
+    refused = e
+    break
+  if pid == 0:
+    if ESCAPE:
+      os.setsid()                  # leave the process group, as a daemon would
+    time.sleep(30)
+    os._exit(0)
+  made += 1
+print("made", made, "refused", refused, flush=True)
+sys.exit(1 if refused else 0)
+"""
+
+
+@pytest.mark.parametrize("escape", [False, True])
+def test_fork_loop_is_bounded_and_leaves_no_process(box, escape):
+  _needs(box, "pid")
+  result = box.run({"main.py": f"ESCAPE = {escape}\n" + FORK_LOOP},
+                   limits=Limits(wall_s=8.0, processes=12))
+  assert result.status == "failed", result.output
+  made = int(result.output.split()[1])
+  assert made < 12 and "Resource temporarily unavailable" in result.output
+  deadline = time.monotonic() + 5            # the namespace is torn down with its PID 1
+  while _processes_of(box.uids) and time.monotonic() < deadline:
+    time.sleep(0.05)
+  assert _processes_of(box.uids) == []
+  assert box.run({"main.py": "import os; os.fork() or os._exit(0); print('ok')"}).passed
+
+
+def test_a_10gb_allocation_fails_with_memory_error(box):
+  result = box.run({"main.py": "block = bytearray(10 * 1024 ** 3)\nprint(len(block))\n"})
+  assert result.status == "failed" and result.reason == "memory"
+  assert "MemoryError" in result.output
+
+
+def test_writing_outside_its_folder_fails_and_leaves_the_host_untouched(box):
+  _needs(box, "read_only")
+  folder = pathlib.Path(tempfile.mkdtemp())
+  try:
+    folder.chmod(0o777)                       # even a world-writable folder is out of reach
+    target = folder / "escaped.txt"
+    result = box.run({"main.py": f"open({str(target)!r}, 'w').write('pwned')\n"})
+    assert result.status == "failed" and "Read-only file system" in result.output
+    assert not target.exists()
+  finally:
+    shutil.rmtree(folder)
+  tmp = box.run({"main.py": "open('/tmp/optimas-sandbox-escape', 'w').write('x')\n"})
+  assert tmp.status == "failed" and not pathlib.Path("/tmp/optimas-sandbox-escape").exists()
+  own = box.run({"main.py": "import tempfile\nopen('mine.txt', 'w').write('x')\n"
+                            "tempfile.TemporaryFile().write(b'y')\nprint('ok')\n"})
+  assert own.passed, own.output
+
+
+def test_a_file_over_the_size_limit_fails(box):
+  result = box.run({"main.py": "open('big.bin', 'wb').write(b'x' * (4 << 20))\n"})
+  assert result.status == "failed" and "File too large" in result.output
+
+
+def test_opening_a_socket_fails(box):
+  program = ("import socket\n"
+             "socket.create_connection(('93.184.216.34', 80), timeout=2).sendall(b'GET /')\n")
+  result = box.run({"main.py": program})
+  assert result.status == "failed" and result.wall_s < LIMITS.wall_s
+  assert "unreachable" in result.output or "blocked" in result.output
+
+
+def test_socket_hook_blocks_sockets_without_a_network_namespace():
+  with Sandbox(LIMITS, workers=1, network="hook") as hooked:
+    assert hooked.isolation["net"] is False
+    result = hooked.run({"main.py": "import socket\nsocket.socket()\n"})
+    assert result.status == "failed" and "network access is blocked" in result.output
+
+
+def test_api_keys_are_not_inherited(box, monkeypatch):
+  secret = "sk-test-secret-4242"
+  monkeypatch.setenv("OPENAI_API_KEY", secret)
+  program = ("import os\n"
+             "print(sorted(os.environ))\n"
+             f"print(open('/proc/{os.getpid()}/environ').read())\n")
+  environ = box.run({"main.py": program})
+  assert environ.status == "failed" and secret not in environ.output
+  assert "OPENAI_API_KEY" not in environ.output
+  key = box.run({"main.py": "import os\nprint(os.environ['OPENAI_API_KEY'])\n"})
+  assert key.status == "failed" and "KeyError" in key.output
+
+
+def test_printing_100mb_is_cut_and_killed(box):
+  start = time.monotonic()
+  result = box.run({"main.py": "import sys\nsys.stdout.write('x' * (100 << 20))\n"})
+  assert result.status == "crashed" and result.reason == "output_limit"
+  assert len(result.output) < 4 * LIMITS.kept_output_bytes and "bytes cut" in result.output
+  assert time.monotonic() - start < LIMITS.wall_s
+
+
+def test_a_signal_is_a_crash_and_every_run_is_counted(box):
+  before = sum(box.stats().get(s, 0) for s in ("passed", "failed", "timeout", "crashed"))
+  result = box.run({"main.py": "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n"})
+  assert result.status == "crashed" and result.reason == "signal"
+  assert result.signal == 11
+  after = box.stats()
+  assert sum(after.get(s, 0) for s in ("passed", "failed", "timeout", "crashed")) == before + 1
+  assert after["reason/signal"] >= 1
+
+
+def test_run_many_keeps_input_order_and_the_host_goes_on(box):
+  programs = [{"main.py": f"import time\ntime.sleep({0.3 * (i % 2)})\nprint({i})\n"}
+              for i in range(4)]
+  programs.insert(2, {"main.py": "raise ValueError('boom')\n"})
+  results = box.run_many(programs)
+  assert [r.status for r in results] == ["passed", "passed", "failed", "passed", "passed"]
+  assert [r.output.strip() for r in results if r.passed] == ["0", "1", "2", "3"]
+  assert "ValueError: boom" in results[2].output
+
+
+def test_bad_arguments_are_errors_not_results():
+  with pytest.raises(ValueError, match="wall_s"):
+    Limits(wall_s=0)
+  with pytest.raises(ValueError, match="network"):
+    Sandbox(network="off", probe=False)
+  assert issubclass(SandboxError, RuntimeError)
