@@ -68,9 +68,9 @@ def get_config(arg=None):
   config.optimizers.prompt_edit_proposals = 2
   if "smoke" in args:
     config.data.limit = dict(train=3, val=2, test=2)
-    config.data.max_question_chars = 300
+    config.data.max_question_chars = 250
     config.system.max_tokens = dict(code=16, tests=12, final=16)
-    config.system.feedback_chars = 200
+    config.system.feedback_chars = 160
     config.collect.initial_examples = 2
     config.collect.num_candidates = 2
     config.loop.iterations = 2

@@ -16,6 +16,8 @@ import os
 import threading
 import urllib.parse
 
+from absl import logging
+
 from optimas_jax.peers import env
 
 API_KEY = "local"          # the loopback server is open; clients insist on some key
@@ -48,9 +50,15 @@ class ServedModel:
             **kw) -> "ServedModel":
     """Serves `llm` (a loaded ``LLM``) from this process on 127.0.0.1, a free port."""
     from optimas_jax.llm import serve
+
+    class QuietHandler(serve._Handler):  # pylint: disable=protected-access
+      def log_message(self, fmt, *args):    # thousands of optimizer calls: not one INFO line each
+        logging.debug("%s %s", self.address_string(), fmt % args)
+
     server = serve.Server(llm, model, "127.0.0.1", 0, batch_window_ms=batch_window_ms,
-                          max_batch=max_batch).start()
-    return cls(server.url, model, server=server, **kw)
+                          max_batch=max_batch)
+    server.RequestHandlerClass = QuietHandler
+    return cls(server.start().url, model, server=server, **kw)
 
   def close(self) -> None:
     if self.server is not None:

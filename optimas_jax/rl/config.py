@@ -41,6 +41,9 @@ class RLConfig:
   gamma: float = 1.0
   lam: float = 0.95
   advantage_eps: float = 1e-4
+  # False: every completion runs max_new_tokens (EOS is sampled like any token);
+  # for benchmarks that need fixed-length rollouts.
+  stop_at_eos: bool = True
   lora: lora_lib.LoraConfig = lora_lib.LoraConfig()
   # merged | unmerged LoRA in the update's forward/backward (measured: lora.py).
   lora_application: lora_lib.Mode = lora_lib.TRAINING_MODE

@@ -86,7 +86,7 @@ class RLTrainer:
     self.updater = Updater(self.module, config, mesh, max_traces)
     self.base_on_mesh = self.updater.place_base(self.base)
     self.state: RLState = self.updater.init_state(adapter, self.module.config.hidden_size)
-    self._stop_ids = list(llm.tokenizer.eos_ids)
+    self._stop_ids = list(llm.tokenizer.eos_ids) if config.stop_at_eos else []
 
   @property
   def adapter(self) -> dict:
@@ -128,7 +128,7 @@ class RLTrainer:
             "completion_ids": c_ids, "completion_mask": c_mask, "old_logprobs": old}
 
   def _text(self, tokens: list[int]) -> str:
-    if tokens and tokens[-1] in self._stop_ids:
+    if tokens and tokens[-1] in self.llm.tokenizer.eos_ids:
       tokens = tokens[:-1]
     return self.llm.tokenizer.decode(tokens)
 

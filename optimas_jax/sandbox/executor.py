@@ -252,6 +252,9 @@ class Sandbox:
     }
 
   def _run(self, files: Mapping[str, str], main: str, limits: Limits, uid) -> Result:
+    if not os.path.isdir(self._base):  # a tmp cleaner took it between runs
+      os.makedirs(self._base, exist_ok=True)
+      os.chmod(self._base, 0o711)
     workdir = tempfile.mkdtemp(prefix="run-", dir=self._base)
     try:
       for name, text in files.items():

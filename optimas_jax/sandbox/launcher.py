@@ -53,9 +53,12 @@ def _check(ret: int, what: str) -> None:
     raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
+def _encode(text):
+  return None if text is None else text.encode()
+
+
 def _mount(source, target, fstype, flags, data=None) -> None:
-  enc = lambda s: None if s is None else s.encode()
-  _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)),
+  _check(_libc.mount(_encode(source), _encode(target), _encode(fstype), flags, _encode(data)),
          f"mount {target}")
 
 

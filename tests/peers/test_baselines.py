@@ -20,7 +20,7 @@ from optimas_jax.tasks.base import Task  # noqa: E402
 @pytest.fixture(scope="module")
 def task(tiny_llm):
   def write(inputs, prompt, rng):
-    outs = llm_calls.chat(tiny_llm, prompt, [x["question"] for x in inputs], 4, 0.0, rng)
+    outs = llm_calls.chat(tiny_llm, prompt, [x["question"] for x in inputs], 6, 0.0, rng)
     return [{"answer": o.split("\n")[0][:40]} for o in outs]
 
   writer = osys.Component("writer", "Answer the question.", ["question"], ["answer"], write,
@@ -36,7 +36,7 @@ def task(tiny_llm):
 def _config(method, budget):
   return ml_collections.ConfigDict(dict(
       method=method, seed=0, loop=dict(budget_runs=budget, test_repeats=1),
-      peers=dict(lm_max_tokens=8, gepa_max_tokens=8, textgrad_max_tokens=8,
+      peers=dict(lm_max_tokens=6, gepa_max_tokens=6, textgrad_max_tokens=6,
                  mipro_minibatch=2, mipro_candidates=2, mipro_demos=1, textgrad_batch=2)))
 
 

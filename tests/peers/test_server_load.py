@@ -22,7 +22,7 @@ CONCURRENCY = 12
 
 def _chat(client, text):
   return client.chat.completions.create(
-      model="tiny-llama", messages=[{"role": "user", "content": text}], max_tokens=5,
+      model="tiny-llama", messages=[{"role": "user", "content": text}], max_tokens=6,
       temperature=0)
 
 
@@ -36,14 +36,14 @@ def test_concurrent_openai_clients_get_their_own_correct_answers(server, tiny_ll
   after = server.stats()
   # The same greedy answers as the model gives them directly, each to its own request.
   expected = tiny_llm.generate([[{"role": "user", "content": t}] for t in texts],
-                               SamplingParams(max_new_tokens=5))
+                               SamplingParams(max_new_tokens=6))
   assert [r.choices[0].message.content for r in replies] == [g.text for g in expected]
   assert len({r.id for r in replies}) == CONCURRENCY
   for r, g in zip(replies, expected):
     assert r.id.startswith("chatcmpl-") and r.model == "tiny-llama"
     assert r.choices[0].finish_reason == g.finish_reason == "length"
-    assert r.usage.completion_tokens == 5 and r.usage.prompt_tokens == g.prompt_tokens
-    assert r.usage.total_tokens == r.usage.prompt_tokens + 5
+    assert r.usage.completion_tokens == 6 and r.usage.prompt_tokens == g.prompt_tokens
+    assert r.usage.total_tokens == r.usage.prompt_tokens + 6
   batches = after["batches"] - before["batches"]
   assert after["generated"] - before["generated"] == CONCURRENCY
   assert batches < CONCURRENCY and after["largest_batch"] > 1, after   # batched

@@ -31,7 +31,7 @@ def _processes_of(uids) -> list[int]:
       status = (entry / "status").read_text()
     except OSError:
       continue
-    uid_line = next((l for l in status.splitlines() if l.startswith("Uid:")), "")
+    uid_line = next((line for line in status.splitlines() if line.startswith("Uid:")), "")
     if uid_line and int(uid_line.split()[1]) in uids:
       found.append(int(entry.name))
   return found

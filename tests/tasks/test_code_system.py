@@ -223,5 +223,5 @@ def test_code_smoke_run_end_to_end(tmp_path):
   assert summary["iterations"] == 2 and summary["test"] == 0.0   # a random tiny model
   assert summary["test_extra"]["failed"] == 0                      # no example crashed the run
   assert summary["test_extra"]["final_timeout"] == 0.0
-  records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert any("collect/executor" in r for r in records)

@@ -3,8 +3,9 @@
 Reads (and removes) harness.json ({entry_point, kind, max_tests, strict, marker}),
 then candidate.py and tests.py from its folder. The code runs as module
 "__candidate__" (its `if __name__ == "__main__"` demo does not run); the tests run
-statement by statement in the same namespace, never replacing the entry point. The last line printed is
-`<marker> {"verdict", "passed", "total", "detail"}`; the exit code is 0 only on a pass.
+statement by statement in the same namespace, never replacing the entry point. The
+last line printed is `<marker> {"verdict", "passed", "total", "detail"}`; the exit
+code is 0 only on a pass.
 """
 
 import ast

@@ -106,20 +106,20 @@ class HiddenTests:
     """Outcomes in order; the ones not memoised run concurrently."""
     keys = [self._key(ex, code) for ex, code in zip(examples, codes)]
     with self._lock:
-      todo = {k: i for i, k in enumerate(keys) if k not in self._memo}
+      known = {k: self._memo[k] for k in keys if k in self._memo}
+    todo = {k: i for i, k in enumerate(keys) if k not in known}
     jobs = [harness.CodeJob(codes[i], examples[i]["test"], examples[i]["entry_point"])
             for i in todo.values()]
-    fresh = harness.run_tests(self.sandbox, jobs, strict=True)
+    known.update(zip(todo, harness.run_tests(self.sandbox, jobs, strict=True)))
     with self._lock:
-      for key, outcome in zip(todo, fresh):
-        self.counts[outcome.verdict] += 1
-        self._memo[key] = outcome
-      got = [self._memo[k] for k in keys]
-      for k in keys:
-        self._memo.move_to_end(k)
+      for key in todo:
+        self.counts[known[key].verdict] += 1
+      for key in keys:
+        self._memo[key] = known[key]
+        self._memo.move_to_end(key)
       while len(self._memo) > self.memo_size:
         self._memo.popitem(last=False)
-    return got
+    return [known[k] for k in keys]
 
   def outcome(self, example: dict, code: str) -> harness.Outcome:
     return self.outcomes([example], [code])[0]

@@ -62,7 +62,7 @@ def _id_list(value, field: str) -> list[int]:
 
 def parse_qa_row(row: dict, position: int) -> dict:
   del position
-  return {"query_id": fields.int_text(fields.get(row, "id"), "id", 0, 2**62),
+  return {"query_id": fields.int_text(fields.get(row, "id"), "id", 0, 10**12),
           "question": fields.text(fields.get(row, "query"), "query"),
           "answer_ids": _id_list(fields.get(row, "answer_ids"), "answer_ids")}
 
@@ -128,7 +128,7 @@ def load(path: str | os.PathLike | None, on_error: str = "raise") -> common.Load
   for line, record in records:
     try:
       all_ids.append(fields.int_text(fields.get(record, "id") if isinstance(record, dict)
-                                     else fields.MISSING, "id", 0, 2**62))
+                                     else fields.MISSING, "id", 0, 10**12))
     except fields.Bad as bad:
       raise DataFormatError(qa_path.name, line, "id", "an integer id (candidate files key "
                             "queries by their position among all ids, so this row cannot be "

@@ -82,10 +82,8 @@ def chunk_sizes(n: int, largest: int = 32, smallest: int = 4) -> list[int]:
 
 
 class LikelihoodScorer:
-  """P(" Yes" | prompt, question, candidate info) per candidate, memoised by request text.
-
-  Thread-safe; `misses` counts the requests that reached the LLM.
-  """
+  """P(" Yes" | prompt, question, candidate info) per candidate, memoised by request text
+  (thread-safe)."""
 
   def __init__(self, llm, max_info_chars: int = 400):
     if not hasattr(llm, "option_logprobs"):
@@ -95,7 +93,6 @@ class LikelihoodScorer:
     self.llm = llm
     self.max_info_chars = max_info_chars
     self.likelihood_memo: dict[tuple[str, str], float] = {}
-    self.misses = 0
     self._lock = threading.Lock()
 
   def score(self, prompt: str, label: str, pairs: Sequence[tuple[str, str]]) -> list[float]:
@@ -114,7 +111,6 @@ class LikelihoodScorer:
                   for p, u in padded]
       logp = np.asarray(self.llm.option_logprobs(requests, [YES], prefix=ANSWER_PREFIX))[:, 0]
       with self._lock:
-        self.misses += len(chunk)
         self.likelihood_memo.update((k, float(math.exp(v))) for k, v in zip(chunk, logp))
     with self._lock:
       return [self.likelihood_memo[k] for k in keys]

