@@ -9,8 +9,9 @@ Recall@20 beside it). STaRK's knowledge base cannot be downloaded here, so
 the default reranks MiniLM's top candidates over a relational KB built from
 GeoNames (countries, cities, currencies, continents), with questions that
 need a relation and a property. The scorers are SmolLM2-135M likelihoods of
-" Yes" (deterministic, memoised). Args: `:smoke` (tests, a few minutes on 2
-CPU cores), `:release` (a stark-qa release folder:
+" Yes" (deterministic, memoised). The defaults cost about 1,000 SmolLM2
+forward passes of ~100 tokens (19 CPU-minutes; 45 minutes on a shared 2-core
+machine). Args: `:smoke` (~4 CPU-minutes), `:release` (a stark-qa release folder:
 --config.data.path=DIR holding stark_qa/stark_qa.csv, split/*.index and the
 reference's processed/filtered_<split>_ids.json; see tasks/stark/release.py).
 """
