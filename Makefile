@@ -32,6 +32,7 @@ bench: bench-setup
 	$(BIN)/python experiments/benchmarks/decode.py
 	$(BIN)/python experiments/benchmarks/encoder.py
 	$(BIN)/python experiments/benchmarks/lrf_train.py
+	$(BIN)/python experiments/benchmarks/rl_step.py
 
 chat: setup
 	$(BIN)/python -m optimas_jax.llm.chat "What is the capital of France?"
