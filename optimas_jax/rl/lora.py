@@ -17,9 +17,20 @@ base + adapter, with the same result up to float rounding:
   method interceptor adds scaling * (x @ A) @ B to each targeted Dense's
   output; the base kernels are used as they are.
 
-Which is faster where was measured on SmolLM2-135M (CPU; see
-experiments/benchmarks/rl_step.py --measure_lora): ``SAMPLING_MODE`` and
-``TRAINING_MODE`` are the defaults that follow from it.
+Which is faster where was measured on SmolLM2-135M, rank 8 on q/v, 2-core
+CPU (experiments/benchmarks/rl_step.py --measure_lora, interleaved runs;
+docs/benchmarks/rl_step.json), and ``SAMPLING_MODE`` / ``TRAINING_MODE``
+follow from it:
+
+- sampling 8 x 32 tokens: merged 18.6 s vs unmerged 18.4 s (and 22.2 vs
+  27.8 s in a second run). Merged is the plain decode program (no extra
+  per-token work, the base's compiled program is reused) after a 0.03-0.09
+  s merge, cached per adapter; unmerged adds two rank-r matmuls per
+  targeted projection per decode step.
+- one update (forward/backward over 8 x 64 tokens): unmerged 16.3 s vs
+  merged 17.3 s (21.8 vs 25.0 s in the second run). Merged forms the
+  full-size kernel gradient x^T dy of every targeted kernel before
+  projecting it onto A and B; unmerged only ever sees rank-r cotangents.
 """
 
 from __future__ import annotations
