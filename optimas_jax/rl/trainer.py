@@ -78,10 +78,13 @@ class RLTrainer:
       adapter = lora.init_adapter(config.lora, self.base, seed)
     else:
       lora.check_compatible(adapter, self.base, "RLTrainer adapter")
-      if not np.isclose(float(np.asarray(adapter["scaling"])), config.lora.scaling):
-        raise ValueError(f"adapter scaling {float(np.asarray(adapter['scaling']))} != "
-                         f"RLConfig.lora alpha/rank = {config.lora.scaling}; pass the "
-                         "LoraConfig the adapter was made with")
+      ranks = {np.shape(ab["a"])[1] for m in adapter["layers"].values() for ab in m.values()}
+      if ranks != {config.lora.rank} or not np.isclose(float(np.asarray(adapter["scaling"])),
+                                                        config.lora.scaling):
+        raise ValueError(f"adapter has rank {sorted(ranks)}, scaling "
+                         f"{float(np.asarray(adapter['scaling']))}; RLConfig.lora has rank "
+                         f"{config.lora.rank}, alpha/rank {config.lora.scaling}: pass the "
+                         "LoraConfig the adapter was made with (rl.lora.load_adapter returns it)")
     self._digest = np.asarray(adapter["base_digest"], np.uint8)
     self.updater = Updater(self.module, config, mesh, max_traces)
     self.base_on_mesh = self.updater.place_base(self.base)
@@ -140,7 +143,16 @@ class RLTrainer:
   # ------------------------------------------------------------ the step
 
   def step(self, prompts: Sequence, reward_fn: RewardFn, seed: int) -> dict:
-    """One RL step on ``prompts``; returns host stats (see module docstring)."""
+    """One RL step on ``prompts``; returns host stats.
+
+    ``seed`` is this step's sampling seed (row r samples with
+    ``fold_in(key(seed), r)``); give each step its own. Stats: reward_mean /
+    reward_std, kl (mean k3 over the updates; None when kl_coef = 0),
+    clip_fraction, loss, policy_loss, grad_norm (value_loss for PPO), means
+    over the step's updates; completion_tokens, completion_length,
+    prompt_tokens, updates, optimizer_step; seconds and its parts
+    sample_seconds, reward_seconds, update_seconds.
+    """
     if isinstance(prompts, str) or not len(prompts):
       raise ValueError("RLTrainer.step(prompts=...): give a non-empty list of prompts")
     cfg, g = self.config, self.config.group_size

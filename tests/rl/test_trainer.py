@@ -86,3 +86,12 @@ def test_ppo_step_and_state_checkpoint_round_trip(tiny_llm, tmp_path):
   resumed = RLTrainer(tiny_llm, PPO, seed=1, adapter=trainer.adapter)
   jax.tree.map(np.testing.assert_array_equal, resumed.adapter["layers"],
                trainer.adapter["layers"])
+
+
+def test_trainer_refuses_an_adapter_of_another_rank_or_base(tiny_llm):
+  base = tiny_llm.generator.params
+  with pytest.raises(ValueError, match=r"rank \[3\].*RLConfig.lora has rank 2"):
+    RLTrainer(tiny_llm, PPO, adapter=lora.init_adapter(lora.LoraConfig(rank=3), base, 0))
+  other = lora.init_adapter(PPO.lora, jax.tree.map(lambda x: x * 2, base), 0)
+  with pytest.raises(ValueError, match="RLTrainer adapter was trained on base weights"):
+    RLTrainer(tiny_llm, PPO, adapter=other)
