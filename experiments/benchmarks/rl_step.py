@@ -230,7 +230,6 @@ def measure_lora(spec: dict, repeats: int = 3) -> dict:
   """Interleaved (ABAB) timings on SmolLM2: the machine's load drifts less
   between the two forms than between two separate runs."""
   # pylint: disable=import-outside-toplevel
-  import functools
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -251,10 +250,12 @@ def measure_lora(spec: dict, repeats: int = 3) -> dict:
   sample_args = (ids, mask, stops, jnp.ones((rows,), bool), keys, jnp.float32(1.0),
                  jnp.float32(1.0), jnp.int32(spec["pad_id"]))
 
+  decode = gen_lib._generate  # pylint: disable=protected-access
+
   def sample_unmerged(base, adapter, *args):
     with lora.unmerged(adapter):
-      return gen_lib._generate(module, tlen, base, *args)  # pylint: disable=protected-access
-  plain = jax.jit(lambda params, *args: gen_lib._generate(module, tlen, params, *args))  # pylint: disable=protected-access
+      return decode(module, tlen, base, *args)
+  plain = jax.jit(lambda params, *args: decode(module, tlen, params, *args))
   unmerged = jax.jit(sample_unmerged)
   tokens, _ = plain(lora.merge(base, adapter), *sample_args)
   batch = {"prompt_ids": ids, "prompt_mask": mask, "completion_ids": tokens,

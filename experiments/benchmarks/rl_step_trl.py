@@ -20,7 +20,8 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from rl_step import emit, loadavg, peak_rss_mb, vowel_fraction  # pylint: disable=wrong-import-position
+# pylint: disable-next=wrong-import-position
+from rl_step import emit, loadavg, peak_rss_mb, vowel_fraction
 
 
 def run_trl(spec: dict) -> dict:

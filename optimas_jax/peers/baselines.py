@@ -73,6 +73,10 @@ class PeerSettings:
   gepa_max_tokens: int = 128
   textgrad_batch: int = 3
   textgrad_max_tokens: int = 96
+  # Wall-clock limit of GEPA's and TextGrad's loops (0: none). TextGrad makes
+  # ~10 LLM calls per 3 system runs; at SmolLM2-on-CPU speed the run budget
+  # can take it hours. A peer stopped by it reports the runs it used.
+  max_wall_s: float = 0.0
 
 
 def settings(config) -> PeerSettings:
@@ -394,12 +398,23 @@ class _FenceCounter:
 
 
 class _BudgetStopper:
-  def __init__(self, program: PromptProgram):
-    self.program = program
+  """Stops GEPA when the run budget is spent or the wall-clock limit has passed."""
+
+  def __init__(self, program: PromptProgram, deadline: float):
+    self.program, self.deadline = program, deadline
+    self.stopped_by = ""
 
   def __call__(self, gepa_state) -> bool:
     del gepa_state
-    return not self.program.budget_left
+    if not self.program.budget_left:
+      self.stopped_by = "budget"
+    elif time.time() > self.deadline:
+      self.stopped_by = "max_wall_s"
+    return bool(self.stopped_by)
+
+
+def _deadline(peer: PeerSettings) -> float:
+  return time.time() + peer.max_wall_s if peer.max_wall_s > 0 else float("inf")
 
 
 def run_gepa(program: PromptProgram, served, workdir: pathlib.Path, peer: PeerSettings,
@@ -408,11 +423,12 @@ def run_gepa(program: PromptProgram, served, workdir: pathlib.Path, peer: PeerSe
   reflection = _FenceCounter(served.gepa_lm(max_tokens=peer.gepa_max_tokens,
                                             temperature=peer.lm_temperature))
   train, val = program.task.splits["train"], program.task.splits["val"]
+  stopper = _BudgetStopper(program, _deadline(peer))
   result = gepa.optimize(
       seed_candidate=program.texts(), trainset=list(train), valset=list(val),
       adapter=SystemGEPAAdapter(program), reflection_lm=reflection,
       reflection_minibatch_size=peer.gepa_minibatch,
-      max_metric_calls=budget or None, stop_callbacks=[_BudgetStopper(program)],
+      max_metric_calls=budget or None, stop_callbacks=[stopper],
       run_dir=None, seed=program.seed, display_progress_bar=False,
       raise_on_exception=False, perfect_score=1.0, skip_perfect_score=True)
   history: list = []
@@ -424,7 +440,8 @@ def run_gepa(program: PromptProgram, served, workdir: pathlib.Path, peer: PeerSe
       _record_best(metrics, history, i, float(score), int(calls), i > 0)
   return PeerResult(dict(result.best_candidate), history, reflection.stats(),
                     {"candidates": len(result.candidates),
-                     "gepa_metric_calls": result.total_metric_calls})
+                     "gepa_metric_calls": result.total_metric_calls,
+                     "stopped_by": stopper.stopped_by or "gepa"})
 
 
 # ------------------------------------------------------------------ TextGrad
@@ -455,7 +472,11 @@ def run_textgrad(program: PromptProgram, served, workdir: pathlib.Path, peer: Pe
   val_score = float(program.run(val, texts)[0].mean())
   metrics.write({"event": "init", "val": val_score, "budget": system.counters.budget_used})
   history, step, updates, unparsed = [], 0, 0, 0
+  deadline, stopped_by = _deadline(peer), "budget"
   while program.budget_left:
+    if time.time() > deadline:
+      stopped_by = "max_wall_s"
+      break
     batch = rng.sample(train, min(peer.textgrad_batch, len(train)))
     scores, traces = program.run(batch, texts)
     losses = []
@@ -487,6 +508,7 @@ def run_textgrad(program: PromptProgram, served, workdir: pathlib.Path, peer: Pe
                         "final output)"))
       losses.append(loss_fn(outcome))
     if not losses:
+      stopped_by = "no_trace"
       break
     optimizer.zero_grad()
     tg.sum(losses).backward(engine)
@@ -514,7 +536,7 @@ def run_textgrad(program: PromptProgram, served, workdir: pathlib.Path, peer: Pe
       var.set_value(texts[name])
     step += 1
   return PeerResult(texts, history, {"calls": updates, "parse_failures": unparsed},
-                    {"steps": step})
+                    {"steps": step, "stopped_by": stopped_by})
 
 
 RUNNERS = {

@@ -26,7 +26,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from optimas_jax.lrf.train import make_mesh
-from optimas_jax.rl import lora, objective
+from optimas_jax.rl import objective
 from optimas_jax.rl.config import RLConfig
 
 __all__ = ["RLState", "make_mesh", "make_optimizer", "init_state", "score_rollout",

@@ -39,7 +39,8 @@ def test_init_adapter_is_identity_with_documented_layout(tiny_backbone):
   merged = lora.merge(base, adapter)
   chex.assert_trees_all_equal(merged, base)
   # Untargeted leaves are the base's own arrays (no copy of the model).
-  assert merged["params"]["embed_tokens"]["embedding"] is base["params"]["embed_tokens"]["embedding"]
+  embedding = lambda params: params["params"]["embed_tokens"]["embedding"]
+  assert embedding(merged) is embedding(base)
   # Same seed, same adapter.
   chex.assert_trees_all_equal(lora.init_adapter(cfg, base, 0)["layers"], adapter["layers"])
 

@@ -59,7 +59,8 @@ def test_teacher_forced_logprobs_match_the_sampler(tiny_llm):
   rng = np.random.default_rng(0)
   prompts = [rng.integers(3, 512, rng.integers(2, 12)).tolist() for _ in range(32)]
   out = gen.generate_ids(prompts, max_new_tokens=TLEN, temperature=0.7, rng=jax.random.key(3))
-  batch = {"prompt_ids": np.zeros((32, PLEN), np.int32), "prompt_mask": np.zeros((32, PLEN), np.int32),
+  batch = {"prompt_ids": np.zeros((32, PLEN), np.int32),
+           "prompt_mask": np.zeros((32, PLEN), np.int32),
            "completion_ids": np.zeros((32, TLEN), np.int32),
            "completion_mask": np.zeros((32, TLEN), np.float32)}
   for i, (p, c) in enumerate(zip(prompts, out)):
