@@ -1,7 +1,7 @@
 """python experiments/benchmarks/rl_step.py --out=docs/benchmarks/rl_step.json
 
 (smoke: --steps=1 --warmup=1 --new_tokens=8; --measure_lora adds the
-merged-vs-unmerged LoRA measurement of rl/lora.py; --sides=jax skips TRL)
+merged-vs-unmerged LoRA measurement of models/lora.py; --sides=jax skips TRL)
 
 One RL step of an LLM component, like for like: this project (JAX
 RLTrainer, GRPO + LoRA) against TRL's GRPOTrainer (PyTorch + peft), on the
@@ -175,7 +175,7 @@ def _jax_llm(spec):
 
 
 def _rl_config(spec, **overrides):
-  from optimas_jax.rl import lora  # pylint: disable=import-outside-toplevel
+  from optimas_jax.models import lora  # pylint: disable=import-outside-toplevel
   from optimas_jax.rl.config import RLConfig  # pylint: disable=import-outside-toplevel
   return RLConfig(algorithm="grpo", group_size=spec["group_size"], clip_eps=0.2,
                   kl_coef=spec["beta"], inner_epochs=spec["inner_epochs"], minibatches=1,
@@ -234,7 +234,8 @@ def measure_lora(spec: dict, repeats: int = 3) -> dict:
   import jax.numpy as jnp
   import numpy as np
   from optimas_jax.models import generate as gen_lib
-  from optimas_jax.rl import lora, objective
+  from optimas_jax.models import lora
+  from optimas_jax.rl import objective
   # pylint: enable=import-outside-toplevel
   llm = _jax_llm(spec)
   module, base = llm.generator.module, llm.generator.params

@@ -14,7 +14,7 @@ import numpy as np
 from optimas_jax.llm.base import LLM, Generation, Request, SamplingParams
 from optimas_jax.models import generate as gen_lib
 from optimas_jax.models import registry
-from optimas_jax.rl import lora
+from optimas_jax.models import lora
 
 # Merged base + adapter weights kept per adapter (each is a full set of the
 # targeted kernels: 2 for the live policy and one it is compared with).
@@ -45,7 +45,7 @@ class LocalLLM(LLM):
     self._merged_lock = threading.Lock()
 
   def variables(self, adapter=None):
-    """The decoder weights with ``adapter`` (rl.lora) merged in; the base when None.
+    """The decoder weights with ``adapter`` (models.lora) merged in; the base when None.
 
     The adapter is checked against the base weights first (a ValueError
     names both digests). Merged weights are cached per adapter object (its
@@ -88,7 +88,7 @@ class LocalLLM(LLM):
                rng: Any = None, adapter=None) -> list[Generation]:
     """See ``LLM.generate``; ``rng`` (per-request keys or one key) goes to the decoder as is.
 
-    ``adapter`` (an rl.lora adapter of this model) samples from base +
+    ``adapter`` (a models.lora adapter of this model) samples from base +
     adapter; ``Generation.token_ids`` / ``logprobs`` (with
     ``params.return_logprobs``) are the sampled ids and their log-probs.
     """
@@ -111,7 +111,7 @@ class LocalLLM(LLM):
     The reply starts with ``prefix`` (e.g. "Answer:"), then the option's
     tokens; one forward pass per batch and no decoding, so a small model
     answers a closed question by likelihood instead of by free text it may
-    not format. ``adapter``: score with base + that rl.lora adapter.
+    not format. ``adapter``: score with base + that models.lora adapter.
     """
     variables = self.variables(adapter)
     option_ids = [self.tokenizer.encode(o, add_special_tokens=False) for o in options]

@@ -7,7 +7,7 @@
 POST /v1/chat/completions and /v1/completions, GET /v1/models, /v1/stats
 (batch counters) and /health.
 
-LoRA adapters (rl/lora.py) are served as vLLM serves them: each loaded
+LoRA adapters (models/lora.py) are served as vLLM serves them: each loaded
 adapter is a model of its own name in /v1/models, a request picks one by
 its ``model`` field, and ``POST /v1/load_lora_adapter`` {"lora_name",
 "lora_path"} loads (or replaces) one at run time without a restart
@@ -282,14 +282,14 @@ class Server(http.server.ThreadingHTTPServer):
 
   def base_digest(self) -> str:
     """Digest of the served base weights (what an adapter must have been trained on)."""
-    from optimas_jax.rl import lora
+    from optimas_jax.models import lora
     if self._base_digest is None:
       self._base_digest = lora.base_digest(self.llm.generator.params)
     return self._base_digest
 
   def load_adapter(self, name: str, path: str) -> None:
     """Loads (or replaces) adapter ``name`` from ``path``; requests use it from now on."""
-    from optimas_jax.rl import lora
+    from optimas_jax.models import lora
     if not name or name == self.model_name:
       raise BadRequest(f"'lora_name' must be a non-empty name other than the base model "
                        f"{self.model_name!r}", "lora_name")
@@ -452,7 +452,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       return {"object": "lora_adapter", "id": name, "unloaded": True}
     path = body.get("lora_path")
     if not isinstance(path, str) or not path:
-      raise BadRequest("'lora_path' must be the adapter's folder (rl.lora.save_adapter)",
+      raise BadRequest("'lora_path' must be the adapter's folder (models.lora.save_adapter)",
                        "lora_path")
     self.server.load_adapter(name, path)
     return {"object": "lora_adapter", "id": name, "root": path, "loaded": True}
@@ -529,7 +529,7 @@ def main(argv=None) -> int:
   parser.add_argument("--api_key_env", default="",
                       help="require 'Authorization: Bearer $<this env var>' (default: open)")
   parser.add_argument("--lora", action="append", default=[], metavar="NAME=PATH",
-                      help="serve a LoRA adapter (rl.lora.save_adapter folder) as model NAME; "
+                      help="serve a LoRA adapter (models.lora.save_adapter folder) as model NAME; "
                            "repeatable; more can be loaded at run time (POST /v1/load_lora_adapter)")
   parser.add_argument("--delay_ms", type=float, default=0.0, help="test only: answer late")
   parser.add_argument("--fail_status", type=int, default=0, help="test only: answer this status")

@@ -20,7 +20,7 @@ import numpy as np
 
 def lora_config_of(adapter):
   """The LoraConfig an adapter pytree was made with (rank, alpha, targets)."""
-  from optimas_jax.rl import lora
+  from optimas_jax.models import lora
   modules = [ab for layer in adapter["layers"].values() for ab in layer.values()]
   rank = int(np.shape(modules[0]["a"])[1])
   targets = sorted({name for layer in adapter["layers"].values() for name in layer})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from optimas_jax.rl import lora as lora_lib
+from optimas_jax.models import lora as lora_lib
 
 ALGORITHMS = ("grpo", "ppo")
 
@@ -76,5 +76,5 @@ class RLConfig:
     if self.lora_application not in ("merged", "unmerged"):
       bad("lora_application", "use 'merged' or 'unmerged'")
     if not isinstance(self.lora, lora_lib.LoraConfig):
-      bad("lora", "use an rl.lora.LoraConfig")
+      bad("lora", "use an models.lora.LoraConfig")
     return self

@@ -14,7 +14,7 @@ import contextlib
 import jax
 import jax.numpy as jnp
 
-from optimas_jax.rl import lora
+from optimas_jax.models import lora
 
 
 def completion_hidden(module, variables, prompt_ids, prompt_mask, completion_ids,

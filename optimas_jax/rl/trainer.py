@@ -28,7 +28,8 @@ import numpy as np
 
 from optimas_jax.models import generate as gen_lib
 from optimas_jax.models.tokenizer import pad_ids
-from optimas_jax.rl import lora, objective
+from optimas_jax.models import lora
+from optimas_jax.rl import objective
 from optimas_jax.rl.config import RLConfig
 from optimas_jax.rl.update import RLState, Updater
 
@@ -84,7 +85,7 @@ class RLTrainer:
         raise ValueError(f"adapter has rank {sorted(ranks)}, scaling "
                          f"{float(np.asarray(adapter['scaling']))}; RLConfig.lora has rank "
                          f"{config.lora.rank}, alpha/rank {config.lora.scaling}: pass the "
-                         "LoraConfig the adapter was made with (rl.lora.load_adapter returns it)")
+                         "LoraConfig the adapter was made with (models.lora.load_adapter returns it)")
     self._digest = np.asarray(adapter["base_digest"], np.uint8)
     self.updater = Updater(self.module, config, mesh, max_traces)
     self.base_on_mesh = self.updater.place_base(self.base)

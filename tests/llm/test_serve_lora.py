@@ -6,7 +6,7 @@ import numpy as np
 
 from optimas_jax.llm import SamplingParams
 from optimas_jax.models import llama
-from optimas_jax.rl import lora
+from optimas_jax.models import lora
 from tests.llm.test_serve import call
 
 CONFIG = lora.LoraConfig(rank=4, alpha=8.0, targets=("q_proj", "v_proj", "down_proj"))

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from optimas_jax.models import llama
-from optimas_jax.rl import lora
+from optimas_jax.models import lora
 from optimas_jax.rl.update import Updater
 from tests.rl.conftest import PPO
 

@@ -16,7 +16,8 @@ import pytest
 
 from optimas_jax.llm.local import LocalLLM
 from optimas_jax.models import registry
-from optimas_jax.rl import lora, objective
+from optimas_jax.models import lora
+from optimas_jax.rl import objective
 from optimas_jax.rl.config import RLConfig
 from optimas_jax.rl.update import Updater
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from optimas_jax.llm.base import SamplingParams
-from optimas_jax.rl import lora
+from optimas_jax.models import lora
 from optimas_jax.system.config import SystemConfig
 from optimas_jax.system.variables import ModelParameters
 

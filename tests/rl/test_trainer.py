@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from optimas_jax import checkpoint
-from optimas_jax.rl import lora
+from optimas_jax.models import lora
 from optimas_jax.rl.config import RLConfig
 from optimas_jax.rl.trainer import RLTrainer
 from tests.rl.conftest import PPO, PROMPTS

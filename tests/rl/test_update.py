@@ -11,7 +11,7 @@ import flax
 import jax
 import numpy as np
 
-from optimas_jax.rl import lora
+from optimas_jax.models import lora
 from tests.rl.conftest import PPO, update_batch
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -34,7 +34,7 @@ def build_llm(config) -> Task:
   """The paper's shape: analyzer and profiler are SmolLM2 LoRA policies (llm_system.py)."""
   import jax.numpy as jnp
   from optimas_jax.llm.local import load_local_llm
-  from optimas_jax.rl import lora
+  from optimas_jax.models import lora
   from optimas_jax.tasks.amazon import llm_system
   from optimas_jax.tasks.base import TextPolicy
   loaded = data_lib.load("amazon", config.data.path or None, config.data.on_error)

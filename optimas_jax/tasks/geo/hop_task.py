@@ -23,7 +23,7 @@ def build(config) -> Task:
   variable = config.system.writer_variable
   adapter_init = None
   if variable == "lora":
-    from optimas_jax.rl import lora
+    from optimas_jax.models import lora
     lora_config = lora.LoraConfig(rank=config.system.lora_rank, alpha=config.system.lora_alpha,
                                   targets=tuple(config.system.lora_targets))
     base = llm.generator.params

@@ -172,7 +172,7 @@ def adapter_digest(adapter) -> str:
   """The hex digest of the base model ``adapter`` was made for."""
   if not isinstance(adapter, Mapping) or "base_digest" not in adapter:
     raise ValueError("not a LoRA adapter: expected a dict with 'base_digest', 'scaling' and "
-                     "'layers' (from rl.lora.init_adapter)")
+                     "'layers' (from models.lora.init_adapter)")
   raw = np.asarray(adapter["base_digest"])
   if raw.dtype != np.uint8 or raw.shape != (32,):
     raise ValueError(f"adapter['base_digest'] has dtype {raw.dtype} shape {raw.shape}; "
@@ -297,7 +297,7 @@ def save_adapter(path, adapter, config: LoraConfig) -> pathlib.Path:
                      "save it with the LoraConfig it was made with")
   meta = {"rank": int(config.rank), "alpha": float(config.alpha),
           "targets": list(config.targets), "dropout": float(config.dropout),
-          "base_digest": digest, "format": "optimas_jax.rl.lora/1"}
+          "base_digest": digest, "format": "optimas_jax.lora/1"}
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=".tmp-adapter-", dir=path.parent))
   try:
@@ -322,7 +322,7 @@ def load_adapter(path) -> tuple[dict, LoraConfig]:
   path = pathlib.Path(path)
   if not (path / CONFIG_FILE).exists() or not (path / ADAPTER_FILE).exists():
     raise FileNotFoundError(f"{path}: expected {ADAPTER_FILE} and {CONFIG_FILE} "
-                            "(written by rl.lora.save_adapter)")
+                            "(written by models.lora.save_adapter)")
   meta = json.loads((path / CONFIG_FILE).read_text())
   config = LoraConfig(rank=int(meta["rank"]), alpha=float(meta["alpha"]),
                       targets=tuple(meta["targets"]), dropout=float(meta.get("dropout", 0.0)))
