@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
+from optimas_jax.llm.base import Generation
 from optimas_jax.models import generate as gen_lib
 from optimas_jax.models.tokenizer import pad_ids
 from optimas_jax.models import lora
@@ -111,6 +112,12 @@ class RLTrainer:
         temperature=cfg.temperature, top_p=cfg.top_p, rng=jax.random.key(seed),
         params=merged)
 
+  def _count_usage(self, completions) -> None:
+    """RL samples are LLM work: they go into the backend's token ledger."""
+    self.llm.usage.add([
+        Generation("", len(c.tokens), c.prompt_tokens, "stop" if c.stopped else "length",
+                   truncated_prompt_tokens=c.truncated) for c in completions])
+
   def _rollout_arrays(self, prompt_ids, completions, rows: int):
     """Host arrays, padded to ``rows`` rows (extra rows are all-masked)."""
     gen = self.llm.generator
@@ -162,6 +169,7 @@ class RLTrainer:
     encoded = self.llm.tokenizer.encode_batch(texts, add_special_tokens=False)
     prompt_ids = [list(ids) for ids in encoded for _ in range(g)]
     completions = self._sample(prompt_ids, seed)
+    self._count_usage(completions)
     t_sample = time.perf_counter()
 
     repeated = [p if isinstance(p, str) else t for p, t in zip(prompts, texts) for _ in range(g)]

@@ -68,7 +68,13 @@ def test_config_errors_name_the_field(kwargs, field):
 def test_ppo_step_and_state_checkpoint_round_trip(tiny_llm, tmp_path):
   # PPO (and max_traces=1) as in conftest: the update compiled for test_update serves here.
   trainer = RLTrainer(tiny_llm, PPO, seed=1, max_traces=1)
+  before = tiny_llm.usage.as_dict()
   stats = trainer.step(PROMPTS, vowel_fraction, seed=0)
+  after = tiny_llm.usage.as_dict()
+  # The RL samples are in the backend's token ledger.
+  assert after["requests"] - before["requests"] == len(PROMPTS) * PPO.group_size
+  assert after["completion_tokens"] - before["completion_tokens"] == stats["completion_tokens"]
+  assert after["prompt_tokens"] - before["prompt_tokens"] == stats["prompt_tokens"]
   for key in ("reward_mean", "kl", "clip_fraction", "value_loss", "seconds",
               "completion_tokens", "sample_seconds", "update_seconds"):
     assert np.isfinite(stats[key]), key
