@@ -40,10 +40,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import pathlib
-import shutil
-import tempfile
 import threading
 from typing import Any, Literal, Mapping
 
@@ -51,6 +48,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from optimas_jax import checkpoint
 
 Mode = Literal["merged", "unmerged"]
 # Sampling: merge once per adapter (cached by the caller), then decode with
@@ -298,21 +297,9 @@ def save_adapter(path, adapter, config: LoraConfig) -> pathlib.Path:
   meta = {"rank": int(config.rank), "alpha": float(config.alpha),
           "targets": list(config.targets), "dropout": float(config.dropout),
           "base_digest": digest, "format": "optimas_jax.lora/1"}
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=".tmp-adapter-", dir=path.parent))
-  try:
+  with checkpoint.replaced_directory(path) as tmp:
     save_file(_flat_factors(adapter), str(tmp / ADAPTER_FILE), metadata={"base_digest": digest})
     (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-    if path.exists():
-      old = path.with_name(path.name + ".old")
-      shutil.rmtree(old, ignore_errors=True)
-      os.replace(path, old)
-      os.replace(tmp, path)
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      os.replace(tmp, path)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
   return path
 
 

@@ -11,12 +11,11 @@ import hashlib
 import json
 import os
 import pathlib
-import shutil
-import tempfile
 from typing import Any, Mapping
 
 import numpy as np
 
+from optimas_jax import checkpoint
 from optimas_jax.system.variables import ModelParameters
 
 
@@ -118,9 +117,7 @@ class SystemConfig(Mapping):
   def save(self, directory: str | os.PathLike) -> pathlib.Path:
     """Writes config.json (+ arrays) to `directory` atomically."""
     directory = pathlib.Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=".tmp-config-", dir=directory.parent))
-    try:
+    with checkpoint.replaced_directory(directory) as tmp:
       (tmp / "config.json").write_text(json.dumps(self.to_json_dict(), indent=2, sort_keys=True))
       for name, spec in self._specs.items():
         if isinstance(spec, ModelParameters):
@@ -131,16 +128,6 @@ class SystemConfig(Mapping):
                     if np.asarray(v).dtype.kind == "V" or "bfloat" in str(np.asarray(v).dtype)
                     else np.asarray(v) for k, v in flat.items()}
           np.savez(tmp / f"{name}.npz", __dtypes__=json.dumps(dtypes), **arrays)
-      if directory.exists():
-        old = directory.with_name(directory.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
-      else:
-        os.replace(tmp, directory)
-    finally:
-      shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
   @classmethod
