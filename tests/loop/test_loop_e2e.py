@@ -20,9 +20,11 @@ import pytest
 ROOT = pathlib.Path(__file__).parents[2]
 FAST = ["--config.loop.iterations=4", "--config.data.train=10", "--config.data.val=6",
         "--config.data.test=8"]
-LLM_FAST = ["--config.loop.iterations=2", "--config.data.train=6", "--config.data.val=4",
-            "--config.data.test=4", "--config.collect.initial_examples=3",
-            "--config.loop.examples_per_iteration=3"]
+# Small enough for three runs in one test; still samples the writer at T=0.7.
+LLM_FAST = ["--config.loop.iterations=2", "--config.data.train=6", "--config.data.val=3",
+            "--config.data.test=3", "--config.collect.initial_examples=2",
+            "--config.loop.examples_per_iteration=2", "--config.collect.num_candidates=2",
+            "--config.optimizers.prompt_edit_proposals=1", "--config.optimizers.search_budget=2"]
 
 
 def _main(workdir, config="experiments/geoqa.py:smoke,tools", extra=(), timeout=1800):
@@ -79,7 +81,7 @@ def test_kill_and_resume_with_a_sampling_llm_ends_like_an_uninterrupted_run(tmp_
   assert all("gate" in r for r in iters if r["changed"])
   assert s["llm_usage"]["requests"] > 0 and s["budget_runs"] == s["counters"]["system_runs"] + \
       s["counters"]["partial_runs"]
-  assert s["test_runs"] == 4                       # the test set is outside the budget
+  assert s["test_runs"] == 3                       # the test set is outside the budget
   assert (full / "final_config" / "config.json").exists()
 
   _kill_after_checkpoint(killed, config, LLM_FAST, step="1")
