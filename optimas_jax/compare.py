@@ -204,19 +204,23 @@ def parse_failures(rs: list[dict]) -> str:
 
 def write_report(results: list[dict], root: pathlib.Path, command: str, task: str) -> str:
   methods = list(dict.fromkeys(r["arm"] for r in results))
+  # Exact match is a column only where the task reports it (GeoQA, HotpotQA, peers).
+  has_em = any("exact_match" in r["test_extra"] for r in results)
   lines = [f"# {task}: Optimas against baselines at equal budget", "",
            f"Command: `{command}`", "",
-           "| method | test (mean ± std) | test EM | system runs (mean, min-max) | "
+           "| method | test (mean ± std) | " + ("test EM | " if has_em else "") +
+           "system runs (mean, min-max) | "
            "accepted changes | parse failures: system / optimizer LM | wall s | seeds |",
-           "|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|" + ("---|" if has_em else "")]
   for m in methods:
     rs = [r for r in results if r["arm"] == m]
     test = np.array([r["test"] for r in rs])
     em = np.array([r["test_extra"].get("exact_match", np.nan) for r in rs])
+    em_cell = (f"{np.nanmean(em) if np.isfinite(em).any() else float('nan'):.3f} | "
+               if has_em else "")
     runs = [r["budget_runs"] for r in rs]
     accepted = np.mean([sum(h["accepted"] for h in r["history"]) for r in rs])
-    lines.append(f"| {m} | {test.mean():.3f} ± {test.std():.3f} | "
-                 f"{np.nanmean(em) if np.isfinite(em).any() else float('nan'):.3f} | "
+    lines.append(f"| {m} | {test.mean():.3f} ± {test.std():.3f} | {em_cell}"
                  f"{np.mean(runs):.0f} ({min(runs)}-{max(runs)}) | {accepted:.1f} | "
                  f"{parse_failures(rs)} | "
                  f"{np.mean([r['wall_s'] for r in rs]):.0f} | {len(rs)} |")

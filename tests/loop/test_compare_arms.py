@@ -41,3 +41,20 @@ def test_bad_arms_name_the_problem(text, message):
 def test_unknown_override_field_is_an_error(config):
   with pytest.raises(ValueError, match="no field 'system.nope'"):
     compare.arm_config(config, 0, compare.Arm.parse("a:optimas:system.nope=1"), None, True)
+
+
+def _result(arm, method, seed, test, extra, runs):
+  return {"arm": arm, "method": method, "seed": seed, "test": test, "test_extra": extra,
+          "budget_runs": runs, "history": [{"accepted": True}], "wall_s": 10.0,
+          "counters": {"components": {"a": {"failures": 1}}}, "config": {}}
+
+
+def test_report_has_an_em_column_only_where_the_task_reports_em(tmp_path):
+  plain = [_result("coordinate", "coordinate", s, 0.5 + 0.1 * s, {}, 100 + s) for s in (0, 1)]
+  text = compare.write_report(plain, tmp_path, "cmd", "geoqa_hop")
+  assert "test EM" not in text and "nan" not in text
+  assert "| coordinate | 0.550 ± 0.050 | 100 (100-101) | 1.0 | 2 / - | 10 | 2 |" in text
+  with_em = plain + [_result("unoptimized", "unoptimized", 0, 0.4, {"exact_match": 0.25}, 16)]
+  text = compare.write_report(with_em, tmp_path, "cmd", "geoqa")
+  assert "| unoptimized | 0.400 ± 0.000 | 0.250 | 16 (16-16) |" in text
+  assert "Budgets of the iterating methods differ by at most 0.00% within a seed." in text
