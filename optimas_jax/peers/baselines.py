@@ -28,6 +28,8 @@ What every method shares:
   pass), counted by `system.counters`. Once `loop.budget_runs` is spent,
   further runs are refused (scored as failures, never run), so no method
   runs past the cap; `refused_runs` says how many a peer asked for beyond it.
+  A candidate the System refuses (an empty instruction) scores every example
+  as a failure without running (`invalid_candidate_runs`).
   Test (and the reported validation) evaluations are outside the budget, as
   for Optimas.
 - Parse failures: the System's component failures during the budget, and
@@ -53,7 +55,7 @@ from absl import logging
 
 from optimas_jax.metrics_log import MetricsLog
 from optimas_jax.peers import env
-from optimas_jax.system import Prompt, SystemConfig, derive_seed
+from optimas_jax.system import Prompt, SystemConfig, VariableError, derive_seed
 
 PEERS = ("mipro_instructions", "mipro", "gepa", "textgrad")
 
@@ -108,6 +110,7 @@ class PromptProgram:
       raise ValueError("the task's System has no Prompt variables; the peers (DSPy, GEPA, "
                        "TextGrad) optimize prompt text only")
     self.refused = 0
+    self.invalid = 0                       # examples of candidates the System refused
     self._calls = 0
     self._lock = threading.Lock()
 
@@ -129,6 +132,16 @@ class PromptProgram:
     the failure value and the caller's metric scores the traces.
     """
     failure = self.system.metric.failure_value
+    try:
+      config = self.config(texts)
+    except VariableError as e:
+      # A proposal the System cannot take (e.g. GEPA reflecting an empty
+      # instruction): every example is a counted failure; nothing ran, so
+      # nothing is charged to the budget.
+      with self._lock:
+        self.invalid += len(examples)
+      logging.warning("peer candidate refused, scored as %d failures: %s", len(examples), e)
+      return np.full(len(examples), failure, np.float64), [None] * len(examples)
     with self._lock:                       # one batch at a time on the local model
       admitted = self.system.counters.admit(len(examples))
       self.refused += len(examples) - admitted
@@ -137,7 +150,7 @@ class PromptProgram:
       scores = np.full(len(examples), failure, np.float64)
       traces: list = [None] * len(examples)
       if admitted:
-        result = self.system.run(list(examples[:admitted]), self.config(texts), seed=seed)
+        result = self.system.run(list(examples[:admitted]), config, seed=seed)
         if score:
           scores[:admitted] = self.system.evaluate(list(examples[:admitted]), result)
         traces[:admitted] = result.traces
@@ -594,6 +607,7 @@ def run(task, config, workdir: str) -> dict:
       "test_extra": extra, "val": float(val.mean()), "iterations": len(result.history),
       "budget_runs": snapshot["system_runs"] + snapshot["partial_runs"],
       "budget_cap": budget, "refused_runs": program.refused,
+      "invalid_candidate_runs": program.invalid,
       "test_runs": counters.snapshot()["unmetered_runs"] - before_test,
       "wall_s": wall, "config": final.json_values(), "counters": snapshot,
       "history": result.history, "peer": result.detail,

@@ -63,3 +63,17 @@ def test_a_peer_stops_at_the_budget_and_reports_its_parse_failures(task, method,
   assert (tmp_path / "final_config" / "config.json").exists()
   if method == "mipro":
     assert summary["peer"]["demos"]["writer"] <= 1
+
+
+def test_a_candidate_the_system_refuses_scores_failures_and_costs_nothing(task):
+  """GEPA may reflect an empty instruction: a counted failure per example, no run, no crash."""
+  from optimas_jax.peers.baselines import PromptProgram, SystemGEPAAdapter
+  task.system.counters.reset()
+  program = PromptProgram(task, seed=0)
+  batch = task.splits["train"][:3]
+  out = SystemGEPAAdapter(program).evaluate(batch, {"writer": "   "}, capture_traces=True)
+  assert out.scores == [task.system.metric.failure_value] * 3 and out.outputs == [None] * 3
+  assert program.invalid == 3 and program.refused == 0
+  assert task.system.counters.snapshot()["system_runs"] == 0
+  scores, traces = program.run(batch, {"writer": "Answer briefly."})
+  assert task.system.counters.snapshot()["system_runs"] == 3 and all(t is not None for t in traces)
