@@ -119,7 +119,7 @@ def test_bad_config_fails_before_any_model_loads(tmp_path):
 def test_compare_gives_every_method_the_same_budget(tmp_path):
   proc = subprocess.run(
       [sys.executable, "-m", "optimas_jax.compare", "--config=experiments/geoqa.py:smoke,tools",
-       f"--workdir={tmp_path}", "--seeds=0", *FAST, "--config.loop.iterations=3"],
+       f"--workdir={tmp_path}", "--seeds=0", *FAST, "--config.loop.iterations=2"],
       cwd=ROOT, capture_output=True, text=True, timeout=1800)
   assert proc.returncode == 0, proc.stderr[-3000:]
   runs = {m: json.loads((tmp_path / f"{m}-seed0" / "summary.json").read_text())
