@@ -67,20 +67,12 @@ def get_config(arg=None):
   config.optimizers.prompt_llm_proposals = 1
   config.optimizers.prompt_edit_proposals = 2
   if "smoke" in args:
-    config.data.limit = dict(train=3, val=2, test=2)
+    common.use_llm_smoke_sizes(config, train=3, val=2, test=2, examples=2)
     config.data.max_question_chars = 250
     config.system.max_tokens = dict(code=16, tests=12, final=16)
     config.system.feedback_chars = 160
-    config.collect.initial_examples = 2
-    config.collect.num_candidates = 2
-    config.loop.iterations = 2
-    config.loop.examples_per_iteration = 2
-    config.lrf.initial_epochs = 1
     config.lrf.max_len = 256
     config.lrf.buckets = (128, 256)
-    config.optimizers.search_budget = 2
-    config.optimizers.prompt_llm_proposals = 0
-    config.optimizers.prompt_edit_proposals = 1
   if "api" in args:
     config.llm = factory.api_config(API_LLM)
     config.llm.prices = config.llm.prices + (API_PRICE,)

@@ -100,3 +100,17 @@ def use_minilm_lrf(config, max_len: int, buckets: tuple[int, ...]) -> None:
   config.lrf.buckets = buckets
   config.lrf.groups_per_batch = 8
   config.lrf.max_candidates = 4
+
+
+def use_llm_smoke_sizes(config, train: int, val: int, test: int, examples: int = 3) -> None:
+  """The `:smoke` sizes of the LLM task experiments: two iterations of `examples`
+  examples, two candidates, one LRF epoch, one prompt edit, no LLM proposal."""
+  config.data.limit = dict(train=train, val=val, test=test)
+  config.collect.initial_examples = examples
+  config.collect.num_candidates = 2
+  config.loop.iterations = 2
+  config.loop.examples_per_iteration = examples
+  config.lrf.initial_epochs = 1
+  config.optimizers.search_budget = 2
+  config.optimizers.prompt_llm_proposals = 0
+  config.optimizers.prompt_edit_proposals = 1

@@ -45,16 +45,8 @@ def get_config(arg=None):
   config.optimizers.prompt_llm_proposals = 1
   config.optimizers.prompt_edit_proposals = 2
   if "smoke" in args:
-    config.data.limit = dict(train=4, val=3, test=3)
+    common.use_llm_smoke_sizes(config, train=4, val=3, test=3)
     config.system.max_tokens = dict(rewrite=8, keywords=6, hints=8, answer=6)
-    config.collect.initial_examples = 3
-    config.collect.num_candidates = 2
-    config.loop.iterations = 2
-    config.loop.examples_per_iteration = 3
-    config.lrf.initial_epochs = 1
-    config.optimizers.search_budget = 2
-    config.optimizers.prompt_llm_proposals = 0
-    config.optimizers.prompt_edit_proposals = 1
   if "api" in args:
     config.llm = factory.api_config("gpt-4o-mini")
     config.system.max_tokens = dict(rewrite=1024, keywords=1024, hints=1024, answer=1024)

@@ -53,17 +53,9 @@ def get_config(arg=None):
   config.optimizers.prompt_llm_proposals = 1
   config.optimizers.prompt_edit_proposals = 2
   if "smoke" in args:
-    config.data.limit = dict(train=6, val=4, test=4)
+    common.use_llm_smoke_sizes(config, train=6, val=4, test=4)
     config.system.analyst_tokens = 16
     config.system.solver_tokens = 12
-    config.collect.initial_examples = 3
-    config.collect.num_candidates = 2
-    config.loop.iterations = 2
-    config.loop.examples_per_iteration = 3
-    config.lrf.initial_epochs = 1
-    config.optimizers.search_budget = 2
-    config.optimizers.prompt_llm_proposals = 0
-    config.optimizers.prompt_edit_proposals = 1
   if "api" in args:
     config.llm = factory.api_config("gpt-4o-mini")
     config.data.limit = dict(train=0, val=0, test=0)
