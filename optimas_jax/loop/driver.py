@@ -216,10 +216,15 @@ class OptimasLoop:
   def initialize(self) -> None:
     t0 = time.time()
     self.state.val_score = float(self.val_scores(self.config_values).mean())
+    # Progress lines for the silent minutes before the first bar (LLM tasks on CPU).
+    logging.info("init: validation of the starting configuration %.3f (%.0f s)",
+                 self.state.val_score, time.time() - t0)
     record: dict[str, Any] = {"event": "init", "val": self.state.val_score}
     if self.method.trains_lrf:
       traces = self._train_traces("init", self.config.collect.initial_examples,
                                   np.random.default_rng(derive_seed(self.seed, "init")))
+      logging.info("init: %d training examples run through the system (%.0f s)",
+                   len(traces), time.time() - t0)
       groups = []
       for component in tqdm(self.specs, desc="initial preference collection", leave=False):
         found, stats = self.collector.collect(component, traces, self.config_values, "init",
