@@ -8,45 +8,16 @@ TrainState every `config.lrf.checkpoint_every` steps. Arrays go through
 StandardSave and come back through StandardRestore into an abstract target
 (shapes, dtypes and shardings of a live pytree). Orbax writes to a temp
 folder and renames it, so a crash never leaves a half-written step.
-`replaced_directory` gives plain folders (a SystemConfig, a LoRA adapter)
-the same all-or-nothing write.
+Plain folders (a SystemConfig, a LoRA adapter) get the same all-or-nothing
+write from `atomic.replaced_directory`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pathlib
-import shutil
-import tempfile
 
 import jax
 import orbax.checkpoint as ocp
-
-
-@contextlib.contextmanager
-def replaced_directory(path):
-  """Yields an empty temp folder next to `path`; on a clean exit it becomes `path`.
-
-  The old `path` (if any) is moved aside before the rename and removed after,
-  so readers see either the old folder or the complete new one. On an
-  exception the temp folder is removed and `path` is left untouched.
-  """
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
-  try:
-    yield tmp
-    if path.exists():
-      old = path.with_name(path.name + ".old")
-      shutil.rmtree(old, ignore_errors=True)
-      os.replace(path, old)
-      os.replace(tmp, path)
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      os.replace(tmp, path)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def manager(directory, max_to_keep: int | None = 3) -> ocp.CheckpointManager:

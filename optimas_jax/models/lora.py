@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optimas_jax import checkpoint
+from optimas_jax import atomic
 
 Mode = Literal["merged", "unmerged"]
 # Sampling: merge once per adapter (cached by the caller), then decode with
@@ -297,7 +297,7 @@ def save_adapter(path, adapter, config: LoraConfig) -> pathlib.Path:
   meta = {"rank": int(config.rank), "alpha": float(config.alpha),
           "targets": list(config.targets), "dropout": float(config.dropout),
           "base_digest": digest, "format": "optimas_jax.lora/1"}
-  with checkpoint.replaced_directory(path) as tmp:
+  with atomic.replaced_directory(path) as tmp:
     save_file(_flat_factors(adapter), str(tmp / ADAPTER_FILE), metadata={"base_digest": digest})
     (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
   return path

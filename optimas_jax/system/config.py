@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from optimas_jax import checkpoint
+from optimas_jax import atomic
 from optimas_jax.system.variables import ModelParameters
 
 
@@ -117,7 +117,7 @@ class SystemConfig(Mapping):
   def save(self, directory: str | os.PathLike) -> pathlib.Path:
     """Writes config.json (+ arrays) to `directory` atomically."""
     directory = pathlib.Path(directory)
-    with checkpoint.replaced_directory(directory) as tmp:
+    with atomic.replaced_directory(directory) as tmp:
       (tmp / "config.json").write_text(json.dumps(self.to_json_dict(), indent=2, sort_keys=True))
       for name, spec in self._specs.items():
         if isinstance(spec, ModelParameters):

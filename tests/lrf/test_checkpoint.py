@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from optimas_jax import checkpoint
+from optimas_jax import atomic, checkpoint
 from optimas_jax.checkpoint import resolve_init_from
 from optimas_jax.lrf.buckets import plan_epoch
 from optimas_jax.lrf.train import Trainer
@@ -63,15 +63,15 @@ def test_train_state_restore_gives_bit_identical_next_step(backbone, groups, tmp
 def test_replaced_directory_is_all_or_nothing(tmp_path):
   """A clean exit swaps the folder in whole; an exception leaves the old one untouched."""
   target = tmp_path / "adapter"
-  with checkpoint.replaced_directory(target) as tmp:
+  with atomic.replaced_directory(target) as tmp:
     (tmp / "a.txt").write_text("first")
   assert (target / "a.txt").read_text() == "first"
   with pytest.raises(RuntimeError, match="mid-write"):
-    with checkpoint.replaced_directory(target) as tmp:
+    with atomic.replaced_directory(target) as tmp:
       (tmp / "a.txt").write_text("half")
       raise RuntimeError("mid-write")
   assert (target / "a.txt").read_text() == "first"
-  with checkpoint.replaced_directory(target) as tmp:
+  with atomic.replaced_directory(target) as tmp:
     (tmp / "b.txt").write_text("second")
   assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
   assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]  # no temp or .old left
