@@ -13,7 +13,8 @@ prompt; needs $OPENAI_API_KEY or an OpenAI-compatible $OPENAI_BASE_URL),
 `:llm` (the paper's shape: session analyzer and candidate profiler are
 SmolLM2-135M LoRA policies trained by RL against their LRFs,
 tasks/amazon/llm_system.py; sized for a 2-core CPU, raise data.max_* and
-optimizers.rl.* on a GPU).
+optimizers.rl.* on a GPU; `--config.system.policy_variable=prompt` makes the
+two stages' prompts the variables instead, the comparison's prompt arm).
 """
 
 import os
@@ -51,17 +52,27 @@ def get_config(arg=None):
     config.optimizers.policy_steps = 5
   if "llm" in args:
     config.task = "amazon_llm"
-    # CPU sizes: the first examples of each reference split (0: all of it).
-    config.data.max_train, config.data.max_val, config.data.max_test = 48, 24, 48
+    # 2-core CPU sizes (the README's comparison); raise them by flags on a GPU.
+    # The reference's split, whole validation (15) and test (24); 0: all of it.
+    config.data.max_train, config.data.max_val, config.data.max_test = 48, 0, 0
     config.system = dict(llm="smollm2-135m-instruct", llm_dtype="float32", lora_rank=8,
                          lora_alpha=16.0, lora_targets=("q_proj", "v_proj"),
                          analyzer_tokens=16, profiler_tokens=4, propose_temperature=1.0,
+                         policy_variable="lora", session_items=3, title_chars=60,
                          cache_dir=config.system.cache_dir)
-    config.collect.initial_examples = 12
+    config.collect.initial_examples = 8
     common.use_minilm_lrf(config, max_len=256, buckets=(128, 256))
     config.lrf.initial_epochs = 4
-    config.loop.iterations = 4
-    config.loop.examples_per_iteration = 8
+    config.loop.iterations = 2
+    config.loop.examples_per_iteration = 6
+    config.optimizers.rl.steps = 2
+    config.optimizers.rl.prompts = 2
+    config.optimizers.rl.group = 4
+    config.optimizers.rl.inner_epochs = 1
+    config.optimizers.rl.learning_rate = 5e-4    # few steps on CPU: a larger step than usual
+    config.optimizers.rl.kl_coef = 0.02
+    config.optimizers.prompt_llm_proposals = 1
+    config.optimizers.prompt_edit_proposals = 3
     if "smoke" in args:
       config.data.max_train, config.data.max_val, config.data.max_test = 8, 4, 4
       config.collect.initial_examples = 4
@@ -72,6 +83,8 @@ def get_config(arg=None):
       config.optimizers.rl.prompts = 2
       config.optimizers.rl.group = 2
       config.optimizers.rl.inner_epochs = 1
+      config.optimizers.prompt_llm_proposals = 0
+      config.optimizers.prompt_edit_proposals = 2
   if "api" in args:
     config.system.llm_decider = True
     config.llm = factory.api_config("gpt-4o-mini")

@@ -7,6 +7,7 @@ experiment (experiments/amazon.py:llm).
 """
 
 import numpy as np
+import pytest
 
 from optimas_jax import system as osys
 from optimas_jax.llm.base import Generation
@@ -84,3 +85,33 @@ def test_propose_samples_alternatives_with_one_seed_each():
   assert all(a["profiler_pick"] == 2 for a in alts[0])
   assert llm_system.profiler_output("Candidate 3 fits") == {"profiler_pick": 3,
                                                             "profiler_text": "Candidate 3 fits"}
+
+
+def test_prompt_variant_makes_each_stages_system_prompt_its_variable():
+  llm = ScriptedLLM(pick="2")
+  inits = {n: (lambda seed: {"layers": {}}) for n in ("session_analyzer", "candidate_profiler")}
+  system = llm_system.build_system(WordEmbedder(), llm, inits,
+                                   {"session_analyzer": 8, "candidate_profiler": 4},
+                                   variable="prompt")
+  config = system.default_config()
+  assert config["session_analyzer"] == llm_system.ANALYZER_PROMPT
+  config = config.override(candidate_profiler="Pick the tea item.")
+  system.run(EXAMPLES, config)
+  # No adapter reaches the LLM; the profiler's requests carry the new prompt.
+  assert llm.adapters == [None, None]
+  systems = [r[0]["content"] for r in llm.requests]
+  assert systems == [llm_system.ANALYZER_PROMPT] * 2 + ["Pick the tea item."] * 2
+
+
+def test_prompt_sizes_cut_the_session_and_titles():
+  sizes = llm_system.PromptSizes(session_items=1, title_chars=10)
+  [request] = llm_system.analyzer_requests(
+      [{"sequence": ["Old lamp", "Green tea cups and saucers"]}], sizes=sizes)
+  assert request[1]["content"] == "Recently viewed:\n- Green tea..."
+  with pytest.raises(ValueError, match="session_items=0"):
+    llm_system.PromptSizes(session_items=0)
+
+
+def test_an_unknown_variable_is_refused_by_name():
+  with pytest.raises(ValueError, match="policy_variable='weights'"):
+    llm_system.build_system(WordEmbedder(), ScriptedLLM("1"), {}, {}, variable="weights")

@@ -8,12 +8,16 @@
 
 As in the paper, both LLM stages are trained by RL against their local
 rewards (the TextPolicy of each, loop/methods.py); the decider is searched.
+With variable="prompt" the two stages' system prompts are the variables
+instead (prompt optimization of the same components, no adapter).
 The MiniLM-feature system (tasks/amazon/system.py) stays the `amazon` task;
 this one is `amazon_llm`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import re
 
 import numpy as np
@@ -23,29 +27,50 @@ from optimas_jax import system as osys
 ANALYZER_PROMPT = "Describe in a few words the kind of product this shopper is looking for."
 PROFILER_PROMPT = ("Which candidate product will the shopper click next? Reply with its "
                    "number only.")
-SESSION_ITEMS = 5          # the most recent titles the analyzer reads
-TITLE_CHARS = 80           # titles are cut to keep prompts short on CPU
+# Edits the prompt optimizer may add (loop's prompt variable, variable="prompt").
+PROMPT_HINTS = {
+    "session_analyzer": ("Name the product category.", "Mention the brand if one repeats.",
+                         "Reply with keywords only, no full sentence."),
+    "candidate_profiler": ("Prefer the candidate most similar to the recent items.",
+                           "Reply with a single digit.", "Think of the same brand and category."),
+}
 
 
-def _title(t: str) -> str:
-  return t if len(t) <= TITLE_CHARS else t[:TITLE_CHARS].rsplit(" ", 1)[0] + "..."
+@dataclasses.dataclass(frozen=True)
+class PromptSizes:
+  """How much of a session the prompts show (prefill dominates the cost on CPU)."""
+
+  session_items: int = 5     # the most recent titles the analyzer reads
+  title_chars: int = 80      # titles are cut to this many characters
+
+  def __post_init__(self):
+    if self.session_items < 1 or self.title_chars < 8:
+      raise ValueError(f"config.system.session_items={self.session_items} (need >= 1), "
+                       f"title_chars={self.title_chars} (need >= 8)")
+
+  def title(self, t: str) -> str:
+    n = self.title_chars
+    return t if len(t) <= n else t[:n].rsplit(" ", 1)[0] + "..."
 
 
-def analyzer_requests(inputs) -> list[list[dict]]:
-  return [[{"role": "system", "content": ANALYZER_PROMPT},
+def analyzer_requests(inputs, prompt: str = ANALYZER_PROMPT,
+                      sizes: PromptSizes = PromptSizes()) -> list[list[dict]]:
+  return [[{"role": "system", "content": prompt},
            {"role": "user", "content": "Recently viewed:\n" + "\n".join(
-               f"- {_title(t)}" for t in x["sequence"][-SESSION_ITEMS:])}] for x in inputs]
+               f"- {sizes.title(t)}" for t in x["sequence"][-sizes.session_items:])}]
+          for x in inputs]
 
 
 def analyzer_output(text: str) -> dict:
   return {"summary": text.strip().split("\n")[0][:200]}
 
 
-def profiler_requests(inputs) -> list[list[dict]]:
-  return [[{"role": "system", "content": PROFILER_PROMPT},
+def profiler_requests(inputs, prompt: str = PROFILER_PROMPT,
+                      sizes: PromptSizes = PromptSizes()) -> list[list[dict]]:
+  return [[{"role": "system", "content": prompt},
            {"role": "user", "content": f"The shopper is looking for: {x['summary']}\n"
                                        "Candidates:\n" + "\n".join(
-               f"{j + 1}. {_title(t)}" for j, t in enumerate(x["choices"]))
+               f"{j + 1}. {sizes.title(t)}" for j, t in enumerate(x["choices"]))
             + "\nNumber:"}] for x in inputs]
 
 
@@ -55,17 +80,25 @@ def profiler_output(text: str) -> dict:
   return {"profiler_pick": int(m.group(1)) if m else 0, "profiler_text": text.strip()[:100]}
 
 
+VARIABLES = ("lora", "prompt")
+
+
 def make_components(embedder, llm, adapter_inits: dict, max_new_tokens: dict,
-                    propose_temperature: float) -> list[osys.Component]:
+                    propose_temperature: float, variable: str = "lora",
+                    sizes: PromptSizes = PromptSizes()) -> list[osys.Component]:
+  """variable: "lora" (each LLM stage's adapter is its variable) or "prompt"."""
   from optimas_jax.llm.base import SamplingParams
 
-  def llm_component(name, description, inputs_, outputs_, requests, output):
+  def llm_component(name, description, inputs_, outputs_, requests, output, prompt):
     tokens = max_new_tokens[name]
+    requests = functools.partial(requests, sizes=sizes)
 
-    def generate(inputs, adapter, temperature, rng):
+    def generate(inputs, value, temperature, rng):
       params = SamplingParams(temperature=temperature, max_new_tokens=tokens)
       keys = rng.jax_keys() if temperature > 0 else None
-      return [g.text for g in llm.generate(requests(inputs), params, keys, adapter=adapter)]
+      if variable == "prompt":
+        return [g.text for g in llm.generate(requests(inputs, value), params, keys)]
+      return [g.text for g in llm.generate(requests(inputs), params, keys, adapter=value)]
 
     def call(inputs, adapter, rng):
       return [output(t) for t in generate(inputs, adapter, 0.0, rng)]
@@ -76,8 +109,9 @@ def make_components(embedder, llm, adapter_inits: dict, max_new_tokens: dict,
       texts = generate(rows, adapter, propose_temperature, osys.BatchRng(seeds))
       return [[output(t) for t in texts[i * num:(i + 1) * num]] for i in range(len(inputs))]
 
-    return osys.Component(name, description, inputs_, outputs_, call,
-                          osys.ModelParameters(adapter_inits[name]), propose=propose,
+    spec = (osys.Prompt(prompt) if variable == "prompt"
+            else osys.ModelParameters(adapter_inits[name]))
+    return osys.Component(name, description, inputs_, outputs_, call, spec, propose=propose,
                           deterministic=True)
 
   def decide(inputs, hp, rng):
@@ -95,10 +129,10 @@ def make_components(embedder, llm, adapter_inits: dict, max_new_tokens: dict,
   return [
       llm_component("session_analyzer", "Describe the product the shopper is looking for, "
                     "from the recently viewed titles.", ["sequence"], ["summary"],
-                    analyzer_requests, analyzer_output),
+                    analyzer_requests, analyzer_output, ANALYZER_PROMPT),
       llm_component("candidate_profiler", "Name the candidate the shopper will click next.",
                     ["summary", "choices"], ["profiler_pick", "profiler_text"],
-                    profiler_requests, profiler_output),
+                    profiler_requests, profiler_output, PROFILER_PROMPT),
       osys.Component("next_item_decider", "Pick the product the shopper will click next.",
                      ["summary", "choices", "profiler_pick"], ["choice"], decide,
                      osys.Hyperparameters({"rule": osys.Choice(("profiler", "similarity"))},
@@ -108,8 +142,12 @@ def make_components(embedder, llm, adapter_inits: dict, max_new_tokens: dict,
 
 
 def build_system(embedder, llm, adapter_inits: dict, max_new_tokens: dict,
-                 propose_temperature: float = 1.0) -> osys.System:
+                 propose_temperature: float = 1.0, variable: str = "lora",
+                 sizes: PromptSizes = PromptSizes()) -> osys.System:
+  if variable not in VARIABLES:
+    raise ValueError(f"config.system.policy_variable={variable!r}; choose one of {VARIABLES}")
   metric = osys.Metric(lambda ex, pred: float(pred["choice"] == ex["choices"][ex["answer"]]),
                        ["choice"], name="accuracy", failure_value=0.0)
   return osys.System(make_components(embedder, llm, adapter_inits, max_new_tokens,
-                                     propose_temperature), ["sequence", "choices"], metric)
+                                     propose_temperature, variable, sizes),
+                     ["sequence", "choices"], metric)

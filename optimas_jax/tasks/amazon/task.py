@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from optimas_jax.tasks import data as data_lib
 from optimas_jax.tasks import llm_calls
 from optimas_jax.tasks.amazon import system as amazon
@@ -40,6 +42,12 @@ def build_llm(config) -> Task:
   loaded = data_lib.load("amazon", config.data.path or None, config.data.on_error)
   splits = {name: rows[:config.data.get(f"max_{name}", len(rows)) or len(rows)]
             for name, rows in loaded.splits.items()}
+  sizes = llm_system.PromptSizes(config.system.get("session_items", 5),
+                                 config.system.get("title_chars", 80))   # checked before loading
+  variable = config.system.get("policy_variable", "lora")
+  if variable not in llm_system.VARIABLES:
+    raise ValueError(f"config.system.policy_variable={variable!r}; choose one of "
+                     f"{llm_system.VARIABLES}")
   embedder = Embedder(cache_dir=config.system.cache_dir or None)
   llm = load_local_llm(config.system.llm, jnp.dtype(config.system.llm_dtype))
   base = llm.generator.params
@@ -51,10 +59,15 @@ def build_llm(config) -> Task:
   tokens = {"session_analyzer": config.system.analyzer_tokens,
             "candidate_profiler": config.system.profiler_tokens}
   system = llm_system.build_system(embedder, llm, inits, tokens,
-                                   config.system.propose_temperature)
+                                   config.system.propose_temperature, variable, sizes)
+  analyzer_requests = functools.partial(llm_system.analyzer_requests, sizes=sizes)
+  profiler_requests = functools.partial(llm_system.profiler_requests, sizes=sizes)
+  if variable == "prompt":       # prompt optimization of the same two stages
+    return Task(system=system, splits=splits, llm=llm, hints=llm_system.PROMPT_HINTS,
+                complete=llm_calls.completer(llm, 32))
   policies = {
-      "session_analyzer": TextPolicy(llm, llm_system.analyzer_requests,
+      "session_analyzer": TextPolicy(llm, analyzer_requests,
                                      llm_system.analyzer_output, tokens["session_analyzer"]),
-      "candidate_profiler": TextPolicy(llm, llm_system.profiler_requests,
+      "candidate_profiler": TextPolicy(llm, profiler_requests,
                                        llm_system.profiler_output, tokens["candidate_profiler"])}
   return Task(system=system, splits=splits, policies=policies, llm=llm)
