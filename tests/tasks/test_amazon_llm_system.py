@@ -6,12 +6,17 @@ how the decider falls back) in a second; the real models run in the
 experiment (experiments/amazon.py:llm).
 """
 
+import pathlib
+
 import numpy as np
 import pytest
 
 from optimas_jax import system as osys
 from optimas_jax.llm.base import Generation
 from optimas_jax.tasks.amazon import llm_system
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared/data/amazon/session_based_next_item_selection_dataset.csv"
 
 EXAMPLES = [
     {"sequence": ["Red tea kettle", "Green tea cups"], "choices": ["Bike pump", "Tea strainer",
@@ -115,3 +120,36 @@ def test_prompt_sizes_cut_the_session_and_titles():
 def test_an_unknown_variable_is_refused_by_name():
   with pytest.raises(ValueError, match="policy_variable='weights'"):
     llm_system.build_system(WordEmbedder(), ScriptedLLM("1"), {}, {}, variable="weights")
+
+
+def _experiment_config(arg):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("amazon_exp", ROOT / "experiments" / "amazon.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def test_the_experiments_variable_is_checked_before_the_llm_loads(monkeypatch):
+  from optimas_jax.llm import local
+  from optimas_jax.tasks import registry
+  monkeypatch.setattr(local, "load_local_llm", lambda *a, **k: pytest.fail("loaded the LLM"))
+  config = _experiment_config("llm")
+  config.data.path = str(DATA)
+  config.system.policy_variable = "weights"
+  with pytest.raises(ValueError, match="policy_variable='weights'"):
+    registry.build(config)
+
+
+@pytest.mark.skipif(not DATA.exists(), reason=f"real Amazon data absent at {DATA}")
+def test_the_comparisons_prompt_arm_builds_on_the_reference_split():
+  from optimas_jax.tasks import registry
+  config = _experiment_config("llm")
+  config.data.path = str(DATA)
+  config.system.policy_variable = "prompt"
+  task = registry.build(config)
+  assert {k: len(v) for k, v in task.splits.items()} == {"train": 48, "val": 15, "test": 24}
+  specs = task.system.specs
+  assert [type(specs[n]).__name__ for n in ("session_analyzer", "candidate_profiler")] == [
+      "Prompt", "Prompt"]
+  assert task.policies == {} and set(task.hints) == {"session_analyzer", "candidate_profiler"}
