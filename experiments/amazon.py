@@ -50,6 +50,9 @@ def get_config(arg=None):
     config.lrf.initial_epochs = 1
     config.optimizers.search_budget = 3
     config.optimizers.policy_steps = 5
+    # One LRF shape: each bucket compiles MiniLM's scoring and update (388 s -> 120 s
+    # for this smoke on the loaded 2 cores).
+    common.use_minilm_lrf(config, max_len=256, buckets=(256,))
   if "llm" in args:
     config.task = "amazon_llm"
     # 2-core CPU sizes (the README's comparison); raise them by flags on a GPU.
