@@ -68,14 +68,7 @@ def get_config(arg=None):
     config.lrf.initial_epochs = 4
     config.loop.iterations = 2
     config.loop.examples_per_iteration = 6
-    config.optimizers.rl.steps = 2
-    config.optimizers.rl.prompts = 2
-    config.optimizers.rl.group = 4
-    config.optimizers.rl.inner_epochs = 1
-    config.optimizers.rl.learning_rate = 5e-4    # few steps on CPU: a larger step than usual
-    config.optimizers.rl.kl_coef = 0.02
-    config.optimizers.prompt_llm_proposals = 1
-    config.optimizers.prompt_edit_proposals = 3
+    common.use_rl_cpu_sizes(config)
     if "smoke" in args:
       config.data.max_train, config.data.max_val, config.data.max_test = 8, 4, 4
       config.collect.initial_examples = 4

@@ -102,6 +102,19 @@ def use_minilm_lrf(config, max_len: int, buckets: tuple[int, ...]) -> None:
   config.lrf.max_candidates = 4
 
 
+def use_rl_cpu_sizes(config) -> None:
+  """The RL comparisons' 2-core CPU sizes: per local step 2 RL steps of 2 prompts x 4
+  samples, one inner epoch; the prompt arm gets 1 LLM proposal and 3 edits."""
+  config.optimizers.rl.steps = 2
+  config.optimizers.rl.prompts = 2
+  config.optimizers.rl.group = 4
+  config.optimizers.rl.inner_epochs = 1
+  config.optimizers.rl.learning_rate = 5e-4    # few steps on CPU: a larger step than usual
+  config.optimizers.rl.kl_coef = 0.02
+  config.optimizers.prompt_llm_proposals = 1
+  config.optimizers.prompt_edit_proposals = 3
+
+
 def use_llm_smoke_sizes(config, train: int, val: int, test: int, examples: int = 3) -> None:
   """The `:smoke` sizes of the LLM task experiments: two iterations of `examples`
   examples, two candidates, one LRF epoch, one prompt edit, no LLM proposal."""
