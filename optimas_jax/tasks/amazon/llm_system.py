@@ -83,6 +83,11 @@ def profiler_output(text: str) -> dict:
 VARIABLES = ("lora", "prompt")
 
 
+def check_variable(variable: str) -> None:
+  if variable not in VARIABLES:
+    raise ValueError(f"config.system.policy_variable={variable!r}; choose one of {VARIABLES}")
+
+
 def make_components(embedder, llm, adapter_inits: dict, max_new_tokens: dict,
                     propose_temperature: float, variable: str = "lora",
                     sizes: PromptSizes = PromptSizes()) -> list[osys.Component]:
@@ -144,8 +149,7 @@ def make_components(embedder, llm, adapter_inits: dict, max_new_tokens: dict,
 def build_system(embedder, llm, adapter_inits: dict, max_new_tokens: dict,
                  propose_temperature: float = 1.0, variable: str = "lora",
                  sizes: PromptSizes = PromptSizes()) -> osys.System:
-  if variable not in VARIABLES:
-    raise ValueError(f"config.system.policy_variable={variable!r}; choose one of {VARIABLES}")
+  check_variable(variable)
   metric = osys.Metric(lambda ex, pred: float(pred["choice"] == ex["choices"][ex["answer"]]),
                        ["choice"], name="accuracy", failure_value=0.0)
   return osys.System(make_components(embedder, llm, adapter_inits, max_new_tokens,

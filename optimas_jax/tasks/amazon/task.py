@@ -45,9 +45,7 @@ def build_llm(config) -> Task:
   sizes = llm_system.PromptSizes(config.system.get("session_items", 5),
                                  config.system.get("title_chars", 80))   # checked before loading
   variable = config.system.get("policy_variable", "lora")
-  if variable not in llm_system.VARIABLES:
-    raise ValueError(f"config.system.policy_variable={variable!r}; choose one of "
-                     f"{llm_system.VARIABLES}")
+  llm_system.check_variable(variable)                                      # before loading
   embedder = Embedder(cache_dir=config.system.cache_dir or None)
   llm = load_local_llm(config.system.llm, jnp.dtype(config.system.llm_dtype))
   base = llm.generator.params
