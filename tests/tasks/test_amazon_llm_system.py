@@ -130,12 +130,12 @@ def _experiment_config(arg):
   return module.get_config(arg)
 
 
-def test_the_experiments_variable_is_checked_before_the_llm_loads(monkeypatch):
+def test_the_experiments_variable_is_checked_before_data_and_llm_load(monkeypatch):
   from optimas_jax.llm import local
   from optimas_jax.tasks import registry
   monkeypatch.setattr(local, "load_local_llm", lambda *a, **k: pytest.fail("loaded the LLM"))
   config = _experiment_config("llm")
-  config.data.path = str(DATA)
+  config.data.path = "/nonexistent/amazon.csv"     # checked before the data loads, too
   config.system.policy_variable = "weights"
   with pytest.raises(ValueError, match="policy_variable='weights'"):
     registry.build(config)

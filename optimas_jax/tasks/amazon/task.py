@@ -39,13 +39,14 @@ def build_llm(config) -> Task:
   from optimas_jax.models import lora
   from optimas_jax.tasks.amazon import llm_system
   from optimas_jax.tasks.base import TextPolicy
+  # Bad settings fail before the data and the LLM load.
+  sizes = llm_system.PromptSizes(config.system.get("session_items", 5),
+                                 config.system.get("title_chars", 80))
+  variable = config.system.get("policy_variable", "lora")
+  llm_system.check_variable(variable)
   loaded = data_lib.load("amazon", config.data.path or None, config.data.on_error)
   splits = {name: rows[:config.data.get(f"max_{name}", len(rows)) or len(rows)]
             for name, rows in loaded.splits.items()}
-  sizes = llm_system.PromptSizes(config.system.get("session_items", 5),
-                                 config.system.get("title_chars", 80))   # checked before loading
-  variable = config.system.get("policy_variable", "lora")
-  llm_system.check_variable(variable)                                      # before loading
   embedder = Embedder(cache_dir=config.system.cache_dir or None)
   llm = load_local_llm(config.system.llm, jnp.dtype(config.system.llm_dtype))
   base = llm.generator.params
