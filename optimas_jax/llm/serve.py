@@ -17,9 +17,12 @@ other base weights than the served ones is refused (their digests differ). Reque
 one ``LLM.generate`` call per distinct set of sampling params.
 
 Each request samples with its own key, from its own ``seed`` (choice i of
-``n`` folds in i; a request without a seed draws a fresh one), so an answer
-never depends on the requests it was batched with: the same seed gives the
-same text alone or batched (``request_key``).
+``n`` folds in i), so an answer never depends on the requests it was batched
+with: the same seed gives the same text alone or batched (``request_key``).
+A request without a seed draws a fresh one, unless the server has a
+``--seed``: then its seed is derived from that, the request's content and
+how many identical requests came before it, so a client that sends no seeds
+(DSPy, GEPA, TextGrad) gets the same answers when a run is repeated.
 
 ``--delay_ms``, ``--fail_status`` and ``--fail_count`` inject slowness and
 errors for client tests.
@@ -262,8 +265,11 @@ class Server(http.server.ThreadingHTTPServer):
 
   def __init__(self, llm: LLM, model_name: str, host: str = "127.0.0.1", port: int = 8000, *,
                batch_window_ms: float = 20.0, max_batch: int = 32, delay_ms: float = 0.0,
-               fail_status: int = 0, fail_count: int = 0, api_key: str | None = None):
+               fail_status: int = 0, fail_count: int = 0, api_key: str | None = None,
+               seed: int | None = None):
     super().__init__((host, port), _Handler)
+    self.seed = seed
+    self._seen_requests: collections.Counter = collections.Counter()
     self.llm, self.model_name = llm, model_name
     self.batcher = Batcher(llm, batch_window_ms, max_batch)
     self.max_batch, self.delay_s = max_batch, delay_ms / 1000
@@ -279,6 +285,18 @@ class Server(http.server.ThreadingHTTPServer):
     self._thread: threading.Thread | None = None
     self.adapters: dict[str, tuple[str, Any]] = {}     # name -> (path, adapter pytree)
     self._base_digest: str | None = None
+
+  def seed_of(self, seed: int | None, content) -> int | None:
+    """A request's seed: its own, else (with a server seed) one derived from
+    ``content`` and its repeat count, else None (the batcher draws one)."""
+    if seed is not None or self.seed is None:
+      return seed
+    from optimas_jax.system.seeds import derive_seed
+    key = json.dumps(content, sort_keys=True, default=str)
+    with self._lock:
+      repeat = self._seen_requests[key]
+      self._seen_requests[key] += 1
+    return derive_seed(self.seed, "request", key, repeat)
 
   def base_digest(self) -> str:
     """Digest of the served base weights (what an adapter must have been trained on)."""
@@ -478,6 +496,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     n = _integer(body, "n", 1, 1, s.max_batch)
     seed = _integer(body, "seed", None, -(1 << 63), (1 << 63) - 1)
     requests = [_messages(body)] if chat else _prompts(body)
+    seed = s.seed_of(seed, [model, chat, requests, n, dataclasses.asdict(params)])
     gens = s.batcher.generate([r for r in requests for _ in range(n)], params, seed, adapter)
     choices = [self._choice(i, g, chat, params.return_logprobs) for i, g in enumerate(gens)]
     prompt_tokens = sum(g.prompt_tokens for g in gens[::n])   # each prompt counted once
@@ -526,6 +545,9 @@ def main(argv=None) -> int:
   parser.add_argument("--max_context", type=int, default=4096)
   parser.add_argument("--batch_window_ms", type=float, default=20.0)
   parser.add_argument("--max_batch", type=int, default=32)
+  parser.add_argument("--seed", type=int, default=None,
+                      help="derive the seed of each request that sends none from this, the "
+                           "request and its repeat count (reproducible runs); default: fresh")
   parser.add_argument("--api_key_env", default="",
                       help="require 'Authorization: Bearer $<this env var>' (default: open)")
   parser.add_argument("--lora", action="append", default=[], metavar="NAME=PATH",
@@ -546,7 +568,8 @@ def main(argv=None) -> int:
   server = make_server(args.model, args.host, args.port, dtype=args.dtype,
                        max_context=args.max_context, batch_window_ms=args.batch_window_ms,
                        max_batch=args.max_batch, delay_ms=args.delay_ms,
-                       fail_status=args.fail_status, fail_count=args.fail_count, api_key=api_key)
+                       fail_status=args.fail_status, fail_count=args.fail_count, api_key=api_key,
+                       seed=args.seed)
   for item in args.lora:
     name, eq, path = item.partition("=")
     if not eq:

@@ -111,7 +111,7 @@ class PromptProgram:
                        "TextGrad) optimize prompt text only")
     self.refused = 0
     self.invalid = 0                       # examples of candidates the System refused
-    self._calls = 0
+    self._repeats: collections.Counter = collections.Counter()   # (example, texts) -> runs so far
     self._lock = threading.Lock()
 
   def texts(self, config: SystemConfig | None = None) -> dict[str, str]:
@@ -145,16 +145,31 @@ class PromptProgram:
     with self._lock:                       # one batch at a time on the local model
       admitted = self.system.counters.admit(len(examples))
       self.refused += len(examples) - admitted
-      seed = derive_seed(self.seed, "peer_run", self._calls)
-      self._calls += 1
       scores = np.full(len(examples), failure, np.float64)
       traces: list = [None] * len(examples)
       if admitted:
-        result = self.system.run(list(examples[:admitted]), config, seed=seed)
+        seeds = [self._example_seed(ex, texts) for ex in examples[:admitted]]
+        result = self.system.run(list(examples[:admitted]), config, example_seeds=seeds)
         if score:
           scores[:admitted] = self.system.evaluate(list(examples[:admitted]), result)
         traces[:admitted] = result.traces
     return scores, traces
+
+  def _example_seed(self, example: Mapping, texts: Mapping[str, str]) -> int:
+    """The sampling seed of one run of `example` under `texts` (call under the lock).
+
+    Keyed by the example itself, not by its batch or call number: DSPy's
+    threads and GEPA's minibatches form batches by timing, and a seed that
+    followed them made two runs of one config differ. Every candidate's
+    first run of an example shares that example's seed (common random
+    numbers, as in Optimas's validation); a repeat of the same candidate on
+    the same example draws the next one.
+    """
+    example_key = json.dumps(example, sort_keys=True, default=str)
+    texts_key = json.dumps({n: texts.get(n) for n in self.prompts}, sort_keys=True)
+    repeat = self._repeats[(example_key, texts_key)]
+    self._repeats[(example_key, texts_key)] += 1
+    return derive_seed(self.seed, "peer_example", example_key, repeat)
 
   def component_failures(self) -> int:
     components = self.system.counters.snapshot()["components"]
@@ -584,6 +599,7 @@ def run(task, config, workdir: str) -> dict:
   metrics = MetricsLog(workdir / "metrics.jsonl")
   metrics.drop(lambda r: True)
   served = ServedModel.start(task.llm, getattr(task.llm, "name", "local"),
+                             seed=derive_seed(config.seed, "served"),
                              max_tokens=peer.lm_max_tokens, temperature=peer.lm_temperature)
   started = time.time()
   try:

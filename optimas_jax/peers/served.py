@@ -47,8 +47,13 @@ class ServedModel:
 
   @classmethod
   def start(cls, llm, model: str, batch_window_ms: float = 20.0, max_batch: int = 32,
-            **kw) -> "ServedModel":
-    """Serves `llm` (a loaded ``LLM``) from this process on 127.0.0.1, a free port."""
+            seed: int | None = None, **kw) -> "ServedModel":
+    """Serves `llm` (a loaded ``LLM``) from this process on 127.0.0.1, a free port.
+
+    ``seed``: requests that send no seed (the peers' clients send none) get
+    one derived from it and the request, so a repeated run gets the same
+    answers (serve.Server.seed_of).
+    """
     from optimas_jax.llm import serve
 
     class QuietHandler(serve._Handler):  # pylint: disable=protected-access
@@ -56,7 +61,7 @@ class ServedModel:
         logging.debug("%s %s", self.address_string(), fmt % args)
 
     server = serve.Server(llm, model, "127.0.0.1", 0, batch_window_ms=batch_window_ms,
-                          max_batch=max_batch)
+                          max_batch=max_batch, seed=seed)
     server.RequestHandlerClass = QuietHandler
     return cls(server.start().url, model, server=server, **kw)
 

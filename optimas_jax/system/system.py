@@ -200,11 +200,21 @@ class System:
       if missing:
         raise KeyError(f"example {i} lacks system input fields {missing}")
 
-  def run(self, examples: Sequence[Mapping], config: SystemConfig, seed: int = 0) -> RunResult:
-    """Runs every example through the whole DAG; results are in input order."""
+  def run(self, examples: Sequence[Mapping], config: SystemConfig, seed: int = 0,
+          example_seeds: Sequence[int] | None = None) -> RunResult:
+    """Runs every example through the whole DAG; results are in input order.
+
+    Example i's randomness comes from ``derive_seed(seed, "example", i)``, or
+    from ``example_seeds[i]`` when given (a caller whose batches are formed
+    by thread timing keys each example by what it is, not where it sits).
+    """
     self._check_examples(examples)
-    traces = [Trace(i, derive_seed(seed, "example", i), dict(ex), {})
-              for i, ex in enumerate(examples)]
+    if example_seeds is None:
+      example_seeds = [derive_seed(seed, "example", i) for i in range(len(examples))]
+    elif len(example_seeds) != len(examples):
+      raise ValueError(f"{len(example_seeds)} example_seeds for {len(examples)} examples")
+    traces = [Trace(i, int(s), dict(ex), {})
+              for i, (ex, s) in enumerate(zip(examples, example_seeds))]
     admitted = self.counters.admit(len(traces))
     self._run_components(self.order, traces[:admitted], config, sample=None)
     self.counters.add_runs(full=admitted)

@@ -126,3 +126,20 @@ def test_a_seeded_request_gets_the_same_text_alone_or_batched(make_server, tiny_
   assert local.text == alone
   assert len({jax.random.key_data(serve.request_key(s)).tobytes()
               for s in (-1, 1 << 40, (1 << 40) + 1, 2**64 - 1)}) == 3   # -1 == 2**64 - 1
+
+
+def test_a_server_seed_makes_unseeded_requests_repeatable(make_server):
+  """Peers' clients send no seed; with --seed a repeated run gets the same answers."""
+  body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "roll the dice"}],
+          "max_tokens": 6, "temperature": 1.0}
+  text_of = lambda reply: reply[1]["choices"][0]["message"]["content"]
+  runs = []
+  for _ in range(2):
+    server = make_server(seed=7)
+    runs.append([text_of(call(server.url + "/chat/completions", body)) for _ in range(2)])
+  assert runs[0] == runs[1]
+  assert runs[0][0] != runs[0][1]              # a repeated request is a new sample
+  other = make_server(seed=8)
+  assert text_of(call(other.url + "/chat/completions", body)) != runs[0][0]
+  assert make_server().seed_of(None, "anything") is None       # no server seed: a fresh draw
+  assert make_server(seed=7).seed_of(5, "anything") == 5       # a client's own seed wins

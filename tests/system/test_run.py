@@ -190,3 +190,15 @@ def test_per_trace_sample_indices_match_single_sample_runs():
   both = s.run_from("join", res.traces * 2, cfg, sample=[0] * 5 + [1] * 5).predictions
   assert both[:5] == s.run_from("join", res.traces, cfg, sample=0).predictions
   assert both[5:] == s.run_from("join", res.traces, cfg, sample=1).predictions
+
+
+def test_run_takes_one_seed_per_example_when_given():
+  s = make_diamond()
+  cfg = s.default_config()
+  seeds = [11, 22, 33, 44, 55]
+  res = s.run(EXAMPLES, cfg, example_seeds=seeds)
+  assert [t.seed for t in res.traces] == seeds
+  assert [t.seed for t in s.run(EXAMPLES, cfg, seed=0).traces] == [
+      osys.derive_seed(0, "example", i) for i in range(5)]
+  with pytest.raises(ValueError, match="2 example_seeds for 5 examples"):
+    s.run(EXAMPLES, cfg, example_seeds=[1, 2])
