@@ -79,33 +79,38 @@ def test_a_candidate_the_system_refuses_scores_failures_and_costs_nothing(task):
   assert task.system.counters.snapshot()["system_runs"] == 3 and all(t is not None for t in traces)
 
 
-def test_an_example_samples_the_same_whatever_batch_the_peers_put_it_in(tiny_llm):
-  """DSPy's threads and GEPA's minibatches batch by timing: a run must not depend on it."""
-  from optimas_jax.peers.baselines import PromptProgram
-
-  def write(inputs, prompt, rng):        # samples at T=1: the seed decides the text
+@pytest.fixture(scope="module")
+def sampling_task(tiny_llm):
+  """A one-prompt System whose writer samples at T=1: the seeds decide its answers."""
+  def write(inputs, prompt, rng):
     outs = llm_calls.chat(tiny_llm, prompt, [x["question"] for x in inputs], 6, 1.0, rng)
     return [{"answer": o} for o in outs]
 
   writer = osys.Component("writer", "Answer.", ["question"], ["answer"], write,
                           osys.Prompt("Answer the question."))
-  system = osys.System([writer], ["question"],
-                       osys.Metric(lambda ex, p: float(bool(p["answer"])), ["answer"]))
-  examples = [{"question": f"question {i}?"} for i in range(3)]
-  sampling = Task(system=system, splits={"train": examples, "val": examples, "test": examples},
-                  llm=tiny_llm)
+  metric = osys.Metric(lambda ex, p: float(len(p["answer"]) % 2 == ex["parity"]), ["answer"],
+                       name="parity")
+  system = osys.System([writer], ["question"], metric)
+  examples = [{"question": f"question {i}?", "parity": i % 2} for i in range(12)]
+  return Task(system=system, splits={"train": examples[:4], "val": examples[4:8],
+                                     "test": examples[8:]}, llm=tiny_llm)
+
+
+def test_an_example_samples_the_same_whatever_batch_the_peers_put_it_in(sampling_task):
+  """DSPy's threads and GEPA's minibatches batch by timing: a run must not depend on it."""
+  from optimas_jax.peers.baselines import PromptProgram
+  examples = sampling_task.splits["train"][:3]
   texts = {"writer": "Answer the question."}
   answers = lambda traces: [t.steps["writer"].outputs["answer"] for t in traces]
 
-  together = answers(PromptProgram(sampling, seed=0).run(examples, texts, score=False)[1])
-  program = PromptProgram(sampling, seed=0)
-  apart = answers(program.run(examples[2:], texts, score=False)[1]
-                  + program.run(examples[1::-1], texts, score=False)[1])
+  together = answers(PromptProgram(sampling_task, seed=0).run(examples, texts)[1])
+  program = PromptProgram(sampling_task, seed=0)
+  apart = answers(program.run(examples[2:], texts)[1] + program.run(examples[1::-1], texts)[1])
   assert apart == [together[2], together[1], together[0]]
   assert len(set(together)) > 1
   # A second run of the same candidate on an example is a new sample; another
   # candidate's first run of it shares its seed (common random numbers).
-  (again,) = program.run(examples[:1], texts, score=False)[1]
-  assert again.seed != program.run(examples[:1], {"writer": "Reply."}, score=False)[1][0].seed
-  first_seed = PromptProgram(sampling, seed=0).run(examples[:1], texts, score=False)[1][0].seed
-  assert program.run(examples[:1], {"writer": "Answer now."}, score=False)[1][0].seed == first_seed
+  (again,) = program.run(examples[:1], texts)[1]
+  assert again.seed != program.run(examples[:1], {"writer": "Reply."})[1][0].seed
+  first_seed = PromptProgram(sampling_task, seed=0).run(examples[:1], texts)[1][0].seed
+  assert program.run(examples[:1], {"writer": "Answer now."})[1][0].seed == first_seed
