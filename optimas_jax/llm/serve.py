@@ -34,6 +34,7 @@ import argparse
 import collections
 import concurrent.futures
 import dataclasses
+import hashlib
 import http.server
 import json
 import os
@@ -293,9 +294,11 @@ class Server(http.server.ThreadingHTTPServer):
       return seed
     from optimas_jax.system.seeds import derive_seed
     key = json.dumps(content, sort_keys=True, default=str)
+    # Counted by digest: a long-lived server must not keep every prompt it saw.
+    digest = hashlib.sha256(key.encode()).digest()
     with self._lock:
-      repeat = self._seen_requests[key]
-      self._seen_requests[key] += 1
+      repeat = self._seen_requests[digest]
+      self._seen_requests[digest] += 1
     return derive_seed(self.seed, "request", key, repeat)
 
   def base_digest(self) -> str:
