@@ -9,14 +9,20 @@ Each program runs in its own session and process group, in a fresh temporary
 folder, with a clean environment (no API keys or other host variables),
 CPU, address-space, file-size, open-file and process-count limits, and a
 wall-clock limit after which its whole tree is killed. Where the machine
-allows it (root, as on the CI and GPU machines) it also gets its own
-network namespace (no network at all), PID namespace (killing its PID 1
-kills every descendant, daemons included) and mount namespace (everything
-read-only except its folder), and runs as an unprivileged uid, one per
-worker slot, so RLIMIT_NPROC bounds a fork bomb. Without a network
-namespace, sockets are blocked by an audit hook (Python-level only: a
-program that starts another binary escapes it); `Sandbox.isolation` says
-what this machine gave. See optimas_jax/sandbox/launcher.py for the child side.
+allows it, it also gets its own network namespace (no network at all), PID
+namespace (killing its PID 1 kills every descendant, daemons included) and
+mount namespace: the hidden paths (temporary and home folders, plus what the
+caller names: benchmark data, the project) are covered by empty file
+systems, its work folder is a private tmpfs capped at `disk_bytes` and
+`disk_files`, and everything else is read-only. As root (the CI and GPU
+machines) it runs as an unprivileged uid leased from a reserved range
+(sandbox/uids.py) in a control group that bounds its memory and process count
+as one (sandbox/cgroups.py); not root, it runs in an unprivileged user
+namespace with every capability dropped. Without a network namespace,
+sockets are blocked by an audit hook (Python-level only); `Sandbox.isolation`
+says what this machine gave and `require` makes a missing layer an error at
+start-up. `run_pair` runs two programs joined by a pair of pipes (the code
+grader's judge and the code under test). See launcher.py for the child side.
 
 Statuses (`STATUSES`): passed (exit 0), failed (non-zero exit, e.g. an
 assertion, an exception, MemoryError at the address-space limit),
@@ -44,11 +50,16 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping, Sequence
 
+from optimas_jax.sandbox import cgroups, uids as uids_lib
+
 STATUSES = ("passed", "failed", "timeout", "crashed")
 LAUNCHER = pathlib.Path(__file__).with_name("launcher.py")
 SETUP_FAILED = 125                     # launcher.SETUP_FAILED (the launcher is not importable here)
-UID_BASE = 60000                       # sandbox uids: UID_BASE + 16 * (pid % 256) + slot
 MAX_WORKERS = 16
+# Covered in every program's view (the caller adds its own: benchmark data, the project).
+DEFAULT_HIDDEN = ("/tmp", "/var/tmp", "/dev/shm", "/run", "/root", "/home", "/mnt", "/media",
+                  "/srv")
+LAYERS = ("net", "mount", "pid", "hidden", "disk", "read_only", "cgroup", "uid_drop", "user")
 _READ_CHUNK = 1 << 16
 
 
@@ -66,7 +77,9 @@ class Limits:
   memory_bytes: int = 2 << 30          # RLIMIT_AS
   file_bytes: int = 16 << 20           # RLIMIT_FSIZE
   open_files: int = 256
-  processes: int = 64                  # RLIMIT_NPROC of the sandbox uid (threads count)
+  processes: int = 16                  # the whole program's processes and threads
+  disk_bytes: int = 64 << 20           # its work folder (a private tmpfs), all files together
+  disk_files: int = 4096               # ... and its number of files and folders
   output_bytes: int = 1 << 20
   kept_output_bytes: int = 16 << 10
 
@@ -80,7 +93,7 @@ class Limits:
 class Result:
   status: str                          # one of STATUSES
   reason: str                          # ok | exit | memory | wall_time | cpu_time | signal |
-                                       # output_limit | setup
+                                       # output_limit | setup | stopped (run_pair's second)
   output: str                          # stdout and stderr, interleaved, cut to the kept size
   output_bytes: int                    # everything the program printed (up to the kill)
   exit_code: int | None = None
@@ -106,6 +119,24 @@ def _python_paths() -> list[str]:
            os.path.dirname(os.path.realpath(sys.executable))}
   paths.update(p for p in sys.path if p and os.path.isdir(p))
   return sorted(os.path.realpath(p) for p in paths)
+
+
+def _count_processes(uid: int) -> int:
+  """Processes of `uid` now (not root: RLIMIT_NPROC counts them with the program's)."""
+  count = 0
+  for entry in os.listdir("/proc"):
+    try:
+      if entry.isdigit() and os.stat(f"/proc/{entry}").st_uid == uid:
+        count += 1
+    except OSError:
+      pass
+  return count
+
+
+def _clean_up(base: str, lease) -> None:
+  shutil.rmtree(base, ignore_errors=True)
+  if lease is not None:
+    lease.release()
 
 
 class _Output:
@@ -159,28 +190,39 @@ class Sandbox:
     network: "auto" (a network namespace where possible, else the socket hook), "hook"
       (the socket hook, no network namespace) or "namespace" (fail if none is possible).
     probe: run a trivial program at construction and raise SandboxError if it cannot pass.
+    hide: more paths no program may read (added to DEFAULT_HIDDEN).
+    require: isolation layers (LAYERS) whose absence is a SandboxError at construction.
+    uid_range: [start, stop) of the uids to lease (root only); default OPTIMAS_SANDBOX_UIDS.
   """
 
   def __init__(self, limits: Limits = Limits(), workers: int = 2, network: str = "auto",
-               probe: bool = True):
+               probe: bool = True, hide: Sequence[str] = (), require: Sequence[str] = (),
+               uid_range: tuple[int, int] | None = None):
     if network not in ("auto", "hook", "namespace"):
       raise ValueError(f"network={network!r}: choose 'auto', 'hook' or 'namespace'")
     if not 1 <= workers <= MAX_WORKERS:
       raise ValueError(f"workers={workers}; use 1..{MAX_WORKERS}")
+    unknown = sorted(set(require) - set(LAYERS))
+    if unknown:
+      raise ValueError(f"require={unknown}: choose from {LAYERS}")
     self.limits = limits
     self.workers = workers
     self.network = network
+    self.require = tuple(require)
+    self.hide = tuple(DEFAULT_HIDDEN) + tuple(os.path.realpath(h) for h in hide)
     self.root = os.geteuid() == 0
-    uid_base = UID_BASE + 16 * (os.getpid() % 256)
-    # One unprivileged uid per worker slot (None: not root, no uid drop).
-    self.uids = tuple(uid_base + slot if self.root else None for slot in range(workers))
+    # Two unprivileged uids per worker slot (a pair's two programs), leased under a
+    # cross-process lock (None: not root, no uid drop).
+    self._lease = uids_lib.UidLease(2 * workers, uid_range) if self.root else None
+    leased = self._lease.uids if self._lease else [None] * (2 * workers)
+    self.uids = tuple(leased)
     self._slots: queue.Queue = queue.Queue()
-    for uid in self.uids:
-      self._slots.put(uid)
+    for slot in range(workers):
+      self._slots.put((leased[2 * slot], leased[2 * slot + 1]))
     self._pool = ThreadPoolExecutor(workers, thread_name_prefix="sandbox")
     self._base = tempfile.mkdtemp(prefix="optimas-sandbox-")
     os.chmod(self._base, 0o711)         # the sandbox uid may enter its own folder, not list
-    self._cleanup = weakref.finalize(self, shutil.rmtree, self._base, True)
+    self._cleanup = weakref.finalize(self, _clean_up, self._base, self._lease)
     self._paths = _python_paths()
     self._lock = threading.Lock()
     self.counts: collections.Counter = collections.Counter()
@@ -190,25 +232,70 @@ class Sandbox:
 
   # ------------------------------------------------------------ public
 
+  def missing(self, layers: Sequence[str]) -> list[str]:
+    """The layers of `layers` this machine did not give (after the probe)."""
+    return [layer for layer in layers if not self.isolation.get(layer)]
+
   def run(self, files: Mapping[str, str], main: str = "main.py",
           limits: Limits | None = None) -> Result:
     """Runs `files[main]` with the other files beside it; never raises for the program."""
     if main not in files:
       raise ValueError(f"files has no {main!r}; got {sorted(files)}")
-    uid = self._slots.get()
+    slot = self._slots.get()
     try:
-      result = self._run(files, main, limits or self.limits, uid)
+      result = self._run(files, main, limits or self.limits, slot[0])
     finally:
-      self._slots.put(uid)
-    with self._lock:
-      self.counts[result.status] += 1
-      self.counts[f"reason/{result.reason}"] += 1
+      self._slots.put(slot)
+    self._count(result)
     return result
+
+  def run_pair(self, first: Mapping[str, str], second: Mapping[str, str],
+               main: str = "main.py", limits: Limits | None = None) -> tuple[Result, Result]:
+    """Runs two programs at once, each in its own sandbox (own uid, namespaces, group),
+    joined only by two pipes: `channel.json` in each folder names its ends ({"send": fd,
+    "recv": fd}). When the first ends, the second is stopped; only the first is counted."""
+    limits = limits or self.limits
+    slot = self._slots.get()
+    a_recv, b_send = os.pipe()
+    b_recv, a_send = os.pipe()
+    ends = {"first": (a_send, a_recv), "second": (b_send, b_recv)}
+    stop = threading.Event()
+    second_result: list[Result] = []
+
+    def run_second():
+      second_result.append(self._run(
+          {**second, "channel.json": json.dumps({"send": b_send, "recv": b_recv})}, main,
+          limits, slot[1], ends["second"], stop))
+
+    try:
+      thread = threading.Thread(target=run_second, name="sandbox-pair", daemon=True)
+      thread.start()
+      try:
+        result = self._run({**first, "channel.json": json.dumps({"send": a_send,
+                                                                 "recv": a_recv})},
+                           main, limits, slot[0], ends["first"])
+      finally:
+        stop.set()
+        thread.join()
+    finally:
+      self._slots.put(slot)
+      for fd in (a_send, a_recv, b_send, b_recv):
+        try:
+          os.close(fd)
+        except OSError:
+          pass
+    self._count(result)
+    return result, second_result[0]
 
   def run_many(self, programs: Sequence[Mapping[str, str]], main: str = "main.py",
                limits: Limits | None = None) -> list[Result]:
     """Runs every program, `workers` at a time; results in input order."""
     return list(self._pool.map(lambda files: self.run(files, main, limits), programs))
+
+  def _count(self, result: Result) -> None:
+    with self._lock:
+      self.counts[result.status] += 1
+      self.counts[f"reason/{result.reason}"] += 1
 
   def stats(self) -> dict[str, int]:
     with self._lock:
@@ -232,26 +319,39 @@ class Sandbox:
     result = self._run({"main.py": program}, "main.py",
                        dataclasses.replace(self.limits, wall_s=max(self.limits.wall_s, 30.0)),
                        self.uids[0])
+    self.isolation["cgroup"] = self.isolation.get("cgroup", False)
     if not result.passed:
       raise SandboxError(f"the sandbox cannot run a trivial program on this machine "
                          f"({result.status}, {result.reason}): {result.output[-2000:]}")
     if self.network == "namespace" and not self.isolation.get("net"):
       raise SandboxError("network='namespace' but this machine allows no network namespace "
                          "(not root, or unshare(CLONE_NEWNET) is refused)")
+    missing = self.missing(self.require)
+    if missing:
+      raise SandboxError(
+          f"this machine cannot give the sandbox {missing} (got {self.isolation}): run as "
+          "root, or enable unprivileged user namespaces (sysctl "
+          "kernel.unprivileged_userns_clone=1 / user.max_user_namespaces > 0), or accept "
+          "the weaker isolation explicitly (config.sandbox.allow_weak_isolation=True)")
 
-  def _spec(self, workdir: str, main: str, limits: Limits, uid, status_fd: int) -> dict:
+  def _spec(self, workdir: str, main: str, limits: Limits, uid, status_fd: int,
+            channel_fds=(), cgroup_procs=()) -> dict:
     return {
         "workdir": workdir, "main": main, "uid": uid, "gid": uid, "status_fd": status_fd,
         "limits": {"cpu_s": limits.cpu_s, "memory_bytes": limits.memory_bytes,
                    "file_bytes": limits.file_bytes, "open_files": limits.open_files,
-                   "processes": limits.processes},
-        "isolate": {"net": self.root and self.network != "hook", "mount": self.root,
-                    "pid": self.root},
+                   "processes": limits.processes, "disk_bytes": limits.disk_bytes,
+                   "disk_files": limits.disk_files},
+        "isolate": {"user": not self.root, "net": self.network != "hook", "mount": True,
+                    "pid": True},
         "socket_hook": "on" if self.network == "hook" else "auto",
-        "expose": self._paths,
+        "expose": self._paths, "hide": list(self.hide), "channel_fds": list(channel_fds),
+        "cgroup_procs": list(cgroup_procs),
+        "nproc_base": 0 if self.root else _count_processes(os.getuid()),
     }
 
-  def _run(self, files: Mapping[str, str], main: str, limits: Limits, uid) -> Result:
+  def _run(self, files: Mapping[str, str], main: str, limits: Limits, uid,
+           channel_fds=(), stop: threading.Event | None = None) -> Result:
     if not os.path.isdir(self._base):  # a tmp cleaner took it between runs
       os.makedirs(self._base, exist_ok=True)
       os.chmod(self._base, 0o711)
@@ -266,40 +366,57 @@ class Sandbox:
       if uid is not None:
         os.chown(workdir, uid, uid)
       os.chmod(workdir, 0o700)
-      return self._launch(workdir, main, limits, uid)
+      return self._launch(workdir, main, limits, uid, channel_fds, stop)
     finally:
       shutil.rmtree(workdir, ignore_errors=True)
 
-  def _launch(self, workdir: str, main: str, limits: Limits, uid) -> Result:
+  def _launch(self, workdir: str, main: str, limits: Limits, uid, channel_fds=(),
+              stop: threading.Event | None = None) -> Result:
+    # The launcher and supervisor are in the group too: two more processes.
+    group = cgroups.create(f"optimas-sandbox-{uid}", limits.memory_bytes,
+                           limits.processes + 2) if uid is not None else None
     status_r, status_w = os.pipe()
-    spec = self._spec(workdir, main, limits, uid, status_w)
+    spec = self._spec(workdir, main, limits, uid, status_w, channel_fds,
+                      group.procs_files if group else ())
     start = time.monotonic()
     try:
       proc = subprocess.Popen(
           [sys.executable, "-s", "-P", "-B", str(LAUNCHER), json.dumps(spec)],
           cwd=workdir, env=_clean_env(workdir), stdin=subprocess.DEVNULL,
           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-          pass_fds=(status_w,))
+          pass_fds=(status_w, *channel_fds))
+    except BaseException:
+      if group:
+        group.remove()
+      raise
     finally:
       os.close(status_w)
+      for fd in channel_fds:             # the child holds them now; ours would hide its EOF
+        os.close(fd)
     output = _Output(limits.kept_output_bytes)
     killed = None
+    oom_kills = 0
     try:
-      killed = self._pump(proc, output, start + limits.wall_s, limits.output_bytes)
+      killed = self._pump(proc, output, start + limits.wall_s, limits.output_bytes, stop)
     finally:
       _kill_group(proc.pid)              # stragglers of the group, whatever happened
       proc.wait()
       proc.stdout.close()
       with os.fdopen(status_r, "rb") as f:
         raw = f.read()
+      if group:
+        oom_kills = group.oom_kills()
+        group.remove()
     wall = time.monotonic() - start
     report = json.loads(raw) if raw else None
     if report is not None and report.get("isolation"):
-      self.isolation = report["isolation"]
-    return _classify(killed, report, output, wall, limits)
+      self.isolation = {**report["isolation"], "cgroup": group is not None,
+                        "uid_drop": uid is not None}
+    return _classify(killed, report, output, wall, limits, oom_kills)
 
   @staticmethod
-  def _pump(proc, output: _Output, deadline: float, cap: int) -> str | None:
+  def _pump(proc, output: _Output, deadline: float, cap: int,
+            stop: threading.Event | None = None) -> str | None:
     """Reads the output until the launcher exits; returns why it was killed, if it was."""
     sel = selectors.DefaultSelector()
     fd = proc.stdout.fileno()
@@ -312,6 +429,9 @@ class Sandbox:
         if now >= deadline:
           _kill_group(proc.pid)
           return "wall_time"
+        if stop is not None and stop.is_set():
+          _kill_group(proc.pid)
+          return "stopped"
         if open_:
           for _ in sel.select(timeout=min(0.05, deadline - now)):
             try:
@@ -346,9 +466,13 @@ class Sandbox:
 
 
 def _classify(killed: str | None, report: dict | None, output: _Output, wall: float,
-              limits: Limits) -> Result:
+              limits: Limits, oom_kills: int = 0) -> Result:
   text = output.text()
   base = dict(output=text, output_bytes=output.total, wall_s=wall)
+  if killed == "stopped":
+    return Result("failed", "stopped", **base)
+  if oom_kills:                          # the group's memory ceiling killed a process
+    return Result("crashed", "memory", **base)
   if killed == "wall_time":
     return Result("timeout", "wall_time", **base)
   if killed == "output_limit":
