@@ -54,8 +54,11 @@ def get_config(arg=None):
       prefill=True,                    # local model: replies begin with the stub / "assert f("
       proposer="")                     # prompt-proposal LLM ("" = config.llm.model)
   config.sandbox = dict(workers=2, wall_s=10.0, cpu_s=5, memory_mb=2048, file_mb=16,
-                        processes=64, output_kb=1024, kept_output_kb=8,
-                        network="auto")  # auto | hook | namespace (see optimas_jax/sandbox)
+                        processes=16, disk_mb=64, output_kb=1024, kept_output_kb=8,
+                        network="auto",  # auto | hook | namespace (see optimas_jax/sandbox)
+                        # True runs generated code without namespaces where the machine
+                        # has none (no hidden benchmark data, no disk cap): see BUILD.md.
+                        allow_weak_isolation=False)
   config.collect.num_candidates = 3
   config.collect.num_rollouts = 1
   config.collect.initial_examples = 8

@@ -114,11 +114,17 @@ def _clean_env(workdir: str) -> dict[str, str]:
 
 
 def _python_paths() -> list[str]:
-  """What the program's interpreter reads: its prefix, executable and import path."""
-  paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-           os.path.dirname(os.path.realpath(sys.executable))}
-  paths.update(p for p in sys.path if p and os.path.isdir(p))
-  return sorted(os.path.realpath(p) for p in paths)
+  """What the program's interpreter reads: its prefixes, executable, and the import path
+  entries inside them (the standard library, site-packages); not the caller's own folders."""
+  prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
+                                            sys.base_exec_prefix)}
+  paths = set(prefixes) | {os.path.dirname(os.path.realpath(sys.executable))}
+  for entry in sys.path:
+    real = os.path.realpath(entry) if entry else ""
+    if real and os.path.isdir(real) and any(real == p or real.startswith(p + "/")
+                                            for p in prefixes):
+      paths.add(real)
+  return sorted(paths)
 
 
 def _count_processes(uid: int) -> int:
@@ -258,7 +264,9 @@ class Sandbox:
     slot = self._slots.get()
     a_recv, b_send = os.pipe()
     b_recv, a_send = os.pipe()
-    ends = {"first": (a_send, a_recv), "second": (b_send, b_recv)}
+    # Each launch closes its ends once its child holds them and empties the list; what is
+    # left (a launch that never started) is closed here. Never twice: numbers are reused.
+    ends = {"first": [a_send, a_recv], "second": [b_send, b_recv]}
     stop = threading.Event()
     second_result: list[Result] = []
 
@@ -279,11 +287,9 @@ class Sandbox:
         thread.join()
     finally:
       self._slots.put(slot)
-      for fd in (a_send, a_recv, b_send, b_recv):
-        try:
+      for fds in ends.values():
+        for fd in fds:
           os.close(fd)
-        except OSError:
-          pass
     self._count(result)
     return result, second_result[0]
 
@@ -291,6 +297,12 @@ class Sandbox:
                limits: Limits | None = None) -> list[Result]:
     """Runs every program, `workers` at a time; results in input order."""
     return list(self._pool.map(lambda files: self.run(files, main, limits), programs))
+
+  def run_pairs(self, pairs: Sequence[tuple[Mapping[str, str], Mapping[str, str]]],
+                main: str = "main.py", limits: Limits | None = None
+                ) -> list[tuple[Result, Result]]:
+    """`run_pair` for every pair, `workers` at a time; results in input order."""
+    return list(self._pool.map(lambda pair: self.run_pair(*pair, main, limits), pairs))
 
   def _count(self, result: Result) -> None:
     with self._lock:
@@ -393,6 +405,8 @@ class Sandbox:
       os.close(status_w)
       for fd in channel_fds:             # the child holds them now; ours would hide its EOF
         os.close(fd)
+      if channel_fds:
+        del channel_fds[:]
     output = _Output(limits.kept_output_bytes)
     killed = None
     oom_kills = 0

@@ -91,8 +91,9 @@ ASSERTS = "".join(f"assert total([{i}]) == {i}\n" for i in range(1, 6)) + "asser
      (0, 0)),
     (harness.CodeJob("import os\nos._exit(0)\n" + GOOD, CHECK, "total"), True, "error", (0, 0)),
     (harness.CodeJob("import sys\nsys.exit(0)\n" + GOOD, CHECK, "total"), True, "error", (0, 0)),
+    # The code's CPU limit ends it inside the judge's one check(): 0 of 1, a timeout.
     (harness.CodeJob(HEAD + "    while True:\n        pass\n", CHECK, "total"), True, "timeout",
-     (0, 0)),
+     (0, 1)),
 ])
 def test_each_way_code_can_fail_is_a_counted_verdict(box, job, strict, verdict, counts):
   outcome, = harness.run_tests(box, [job], strict)

@@ -6,6 +6,7 @@ from optimas_jax.llm.factory import LLMPool
 from optimas_jax.sandbox import Limits, Sandbox
 from optimas_jax.tasks import llm_calls
 from optimas_jax.tasks.base import Task
+from optimas_jax.tasks.code import harness
 from optimas_jax.tasks.code import system as code_system
 from optimas_jax.tasks.data import code as code_data
 from optimas_jax.tasks.pubmedqa.task import limit_splits
@@ -24,12 +25,21 @@ def load(data):
   raise ValueError(f"config.data.name={data.name!r}: choose one of {DATASETS}")
 
 
-def make_sandbox(cfg) -> Sandbox:
-  """The sandbox from config.sandbox; raises SandboxError at once if this machine cannot run it."""
+# What generated code may not run without (unless config.sandbox.allow_weak_isolation).
+REQUIRED_ISOLATION = ("net", "mount", "pid", "hidden", "disk")
+
+
+def make_sandbox(cfg, data_path: str = "") -> Sandbox:
+  """The sandbox from config.sandbox, with the benchmark's data hidden from the programs;
+  raises SandboxError at once if this machine cannot run it or cannot isolate it."""
   limits = Limits(wall_s=cfg.wall_s, cpu_s=cfg.cpu_s, memory_bytes=cfg.memory_mb << 20,
                   file_bytes=cfg.file_mb << 20, processes=cfg.processes,
+                  disk_bytes=cfg.get("disk_mb", 64) << 20,
                   output_bytes=cfg.output_kb << 10, kept_output_bytes=cfg.kept_output_kb << 10)
-  return Sandbox(limits, workers=cfg.workers, network=cfg.network)
+  require = () if cfg.get("allow_weak_isolation", False) else REQUIRED_ISOLATION
+  return Sandbox(limits, workers=cfg.workers, network=cfg.network,
+                 hide=harness.benchmark_paths([data_path] if data_path else []),
+                 require=require)
 
 
 def short_questions(splits: dict, max_chars: int) -> dict:
@@ -46,7 +56,7 @@ def short_questions(splits: dict, max_chars: int) -> dict:
 def build(config) -> Task:
   splits = short_questions(load(config.data).splits, config.data.max_question_chars)
   splits = limit_splits(splits, config.data.limit)
-  sandbox = make_sandbox(config.sandbox)
+  sandbox = make_sandbox(config.sandbox, config.data.path)
   hidden = code_system.HiddenTests(sandbox)
   pool = LLMPool(config.llm)
   llm = pool.get()
