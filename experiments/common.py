@@ -54,9 +54,10 @@ def optimas_config() -> ml_collections.ConfigDict:
       selection_temperature=1.0,
       cooldown=1,
       val_repeats=0,                 # 0: 1 pass if the system is deterministic, else 2
-      # The gate (loop/gate.py): paired on the validation examples.
-      gate="paired_bootstrap",       # paired_bootstrap | sign | mean
-      gate_confidence=0.9,
+      # The gate (loop/gate.py): paired on the validation examples, exact by default.
+      gate="exact",                  # exact | sign | paired_bootstrap | mean
+      gate_confidence=0.9,           # 1 - the run's chance of keeping a change no better
+      gate_spending="bonferroni",    # bonferroni (over `iterations`) | series | none
       gate_resamples=2000,
       min_gain=1e-9,                 # and the mean must improve by at least this
       test_repeats=1,

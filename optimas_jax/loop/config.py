@@ -6,7 +6,7 @@ second with the field's name and the fix, not an hour into a run.
 
 from __future__ import annotations
 
-from optimas_jax.loop.gate import TESTS
+from optimas_jax.loop.gate import SPENDING, TESTS
 from optimas_jax.loop.methods import METHODS
 from optimas_jax.lrf.config import validate_lrf_config
 
@@ -29,6 +29,8 @@ def validate(config) -> None:
     bad("loop.selection_temperature", f"got {loop.selection_temperature}; use > 0")
   if loop.gate not in TESTS:
     bad("loop.gate", f"got {loop.gate!r}; choose one of {TESTS}")
+  if loop.get("gate_spending", "bonferroni") not in SPENDING:
+    bad("loop.gate_spending", f"got {loop.gate_spending!r}; choose one of {SPENDING}")
   if not 0 < loop.gate_confidence < 1:
     bad("loop.gate_confidence", f"got {loop.gate_confidence}; use a value in (0, 1), e.g. 0.9")
   for field, low in (("iterations", 0), ("examples_per_iteration", 1), ("val_repeats", 0),

@@ -270,10 +270,13 @@ class OptimasLoop:
   def _gate(self, component: str, candidate: SystemConfig, iteration: int) -> dict:
     incumbent = self.val_scores(self.config_values)
     candidate_scores = self.val_scores(candidate)
+    self.state.gates += 1
+    loop = self.loop_config
+    alpha = gate_lib.level(loop.gate_confidence, loop.get("gate_spending", "bonferroni"),
+                           self.state.gates, loop.iterations)
     decision = gate_lib.decide(
-        incumbent, candidate_scores, test=self.loop_config.gate,
-        confidence=self.loop_config.gate_confidence, min_gain=self.loop_config.min_gain,
-        resamples=self.loop_config.gate_resamples,
+        incumbent, candidate_scores, test=loop.gate, confidence=loop.gate_confidence,
+        alpha=alpha, min_gain=loop.min_gain, resamples=loop.gate_resamples,
         seed=derive_seed(self.seed, "gate", iteration) & 0x7FFFFFFF)
     if decision.accepted:
       self.config_values = candidate

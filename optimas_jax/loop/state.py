@@ -23,3 +23,4 @@ class LoopState:
   rollout_cache: dict | None = None        # the rollout cache's hit and miss counters
   llm_usage: dict | None = None            # the LLM backends' usage and ledger
   wall_s: float = 0.0
+  gates: int = 0                           # validation gates run so far (the error spending)
