@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from optimas_jax.collect.cache import RolloutCache, content_hash
+from optimas_jax.llm import ledger
 from optimas_jax.system import (BatchRng, Hyperparameters, ModelChoice, Prompt, System,
                                 SystemConfig, Trace, derive_seed)
 
@@ -64,6 +65,8 @@ class CollectStats:
   failed_rollouts: int = 0
   groups: int = 0
   pairs: int = 0
+  failed_proposals: int = 0          # propose() calls that raised (their batch counted above)
+  last_proposal_error: str = ""
 
 
 def _key(outputs: dict) -> str:
@@ -124,6 +127,24 @@ class PreferenceCollector:
 
   # ----------------------------------------------------------- candidates
 
+  def _proposals(self, comp, inputs, variable, extra: int, rng, stats: CollectStats) -> list:
+    """`comp.propose`'s alternatives per input, billed to the component; a proposer that
+    raises (its LLM call, its parser) or answers for the wrong number of inputs gives no
+    alternatives for the batch, counted as failed candidates: the collection goes on."""
+    try:
+      with ledger.component(comp.name):
+        proposals = list(comp.propose(inputs, variable, extra, rng))
+      if len(proposals) != len(inputs):
+        raise ValueError(f"{comp.name}.propose returned {len(proposals)} lists for "
+                         f"{len(inputs)} inputs")
+      return proposals
+    except Exception as error:  # noqa: BLE001 - a component's own failure, counted
+      stats.failed_candidates += len(inputs) * extra
+      stats.failed_proposals += 1
+      stats.last_proposal_error = f"{type(error).__name__}: {error}"[:300]
+      self.system.counters.add(comp.name, failures=len(inputs))
+      return [[] for _ in inputs]
+
   def candidates(self, component: str, traces: Sequence[Trace], config: SystemConfig,
                  round_id: str, stats: CollectStats) -> list[list[dict]]:
     """Distinct candidate outputs per trace; the recorded output comes first."""
@@ -138,7 +159,7 @@ class PreferenceCollector:
       self.system.pay_partial(len(traces) * extra)
       self.system.counters.add(component, calls=len(traces), batches=1)
       variable = config[component] if component in config else None
-      for i, alts in enumerate(comp.propose(inputs, variable, extra, rng)):
+      for i, alts in enumerate(self._proposals(comp, inputs, variable, extra, rng, stats)):
         per_trace[i].extend(dict(a) for a in alts)
       runs = []
     elif self._mode(component) == "space":

@@ -32,18 +32,20 @@ def default_path() -> pathlib.Path:
 
 
 def cache_key(model: str, request: Request, params: SamplingParams, seed: int | None, *,
-              base_url: str) -> str:
+              base_url: str, fingerprint: str = "") -> str:
   """A stable digest; greedy calls drop the seed (every sample is the same).
 
   ``seed`` is the request's own seed (``openai_compat.row_seeds``);
-  ``base_url`` is the backend's, e.g. "http://127.0.0.1:8000/v1".
+  ``base_url`` is the backend's, e.g. "http://127.0.0.1:8000/v1";
+  ``fingerprint`` the weights the server says answer ``model`` ("" where it
+  reports none), so an adapter swapped under the same name misses.
   """
   if not isinstance(base_url, str) or not base_url:
     raise ValueError(f"cache_key base_url={base_url!r}; pass the backend's base URL "
                      "(OpenAICompatLLM.base_url)")
   if params.temperature == 0:
     seed = None
-  payload = {"base_url": base_url.rstrip("/"), "model": model,
+  payload = {"base_url": base_url.rstrip("/"), "model": model, "fingerprint": fingerprint,
              "request": request if isinstance(request, str) else list(request),
              "params": dataclasses.asdict(params), "seed": seed}
   blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

@@ -42,6 +42,7 @@ class LocalLLM(LLM):
                                        prompt_multiple=prompt_multiple, max_batch=max_batch,
                                        max_context=max_context, max_traces=max_traces)
     self._merged = collections.OrderedDict()   # adapter leaf ids -> (leaves, merged params)
+    self.merged_cache_size = MERGED_CACHE_SIZE  # a server raises it to its adapters + 1
     self._merged_lock = threading.Lock()
 
   def variables(self, adapter=None):
@@ -65,7 +66,7 @@ class LocalLLM(LLM):
     merged = lora.merge(self.generator.params, adapter)
     with self._merged_lock:
       self._merged[key] = (leaves, merged)   # holding the leaves keeps their ids unique
-      while len(self._merged) > MERGED_CACHE_SIZE:
+      while len(self._merged) > self.merged_cache_size:
         self._merged.popitem(last=False)
     return merged
 

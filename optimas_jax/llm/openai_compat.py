@@ -266,8 +266,10 @@ class OpenAICompatLLM(LLM):
 
     out: list[Generation | None] = [None] * len(requests)
     todo = []
+    fingerprint = self.fingerprint() if self.cache is not None else ""
     for i, (r, seed) in enumerate(zip(requests, seeds)):
-      key = (cache_lib.cache_key(self.model, r, params, seed, base_url=self.base_url)
+      key = (cache_lib.cache_key(self.model, r, params, seed, base_url=self.base_url,
+                                 fingerprint=fingerprint)
              if self.cache is not None else None)
       hit = self.cache.get(key) if key else None
       if hit is not None:
@@ -276,14 +278,28 @@ class OpenAICompatLLM(LLM):
                            cached=True)
       else:
         todo.append((i, r, seed, key))
-    futures = [self._pool.submit(self._answer, r, params, seed, key, name)
+    futures = [self._pool.submit(self._answer, r, params, seed, key, name, fingerprint)
                for _, r, seed, key in todo]
     for (i, *_), f in zip(todo, futures):
       out[i] = f.result()
     return out
 
+  def fingerprint(self) -> str:
+    """The fingerprint the server reports for this model in GET /models ("" if none: a server
+    that does not report one, or cannot be asked)."""
+    try:
+      req = urllib.request.Request(self.base_url + "/models", headers=self._headers())
+      with self._opener.open(req, timeout=self.timeout_s) as resp:
+        listing = json.loads(resp.read())
+      for entry in listing.get("data") or ():
+        if isinstance(entry, dict) and entry.get("id") == self.model:
+          return str(entry.get("fingerprint") or "")
+    except (OSError, ValueError, AttributeError, urllib.error.URLError):
+      pass
+    return ""
+
   def _answer(self, request: Request, params: SamplingParams, seed: int | None,
-              key: str | None, component: str) -> Generation:
+              key: str | None, component: str, fingerprint: str = "") -> Generation:
     chat = not isinstance(request, str)
     body: dict[str, Any] = {"model": self.model, "n": 1, "max_tokens": params.max_new_tokens,
                             "temperature": params.temperature, "top_p": params.top_p}
@@ -298,7 +314,13 @@ class OpenAICompatLLM(LLM):
     if params.return_logprobs:
       body["logprobs"] = True if chat else 1
     path = "/chat/completions" if chat else "/completions"
-    g = self._parse(self._post(path, body), chat, params, path)
+    resp = self._post(path, body)
+    g = self._parse(resp, chat, params, path)
+    answered_by = str(resp.get("system_fingerprint") or "") if isinstance(resp, dict) else ""
+    if key is not None and answered_by and answered_by != fingerprint:
+      # Swapped between our GET /models and this answer: file it under what answered.
+      key = cache_lib.cache_key(self.model, request, params, seed, base_url=self.base_url,
+                                fingerprint=answered_by)
     if key is not None:
       self.cache.put(key, self.model, g)
     self.usage.add([g])

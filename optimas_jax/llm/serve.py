@@ -24,6 +24,16 @@ A request without a seed draws a fresh one, unless the server has a
 how many identical requests came before it, so a client that sends no seeds
 (DSPy, GEPA, TextGrad) gets the same answers when a run is repeated.
 
+Bounded under load: at most ``--max_queue`` answers wait for the decoder and
+``--max_inflight`` HTTP requests are handled at once; past either the server
+answers 429 (clients retry). Run-time adapter loading is off unless
+``--adapter_root`` names the one folder adapters may be loaded from (and it
+sits behind the API key when one is set); ``--lora`` at start-up is the
+operator's own. Every model in /v1/models carries a ``fingerprint`` (a digest
+of the weights that answer: the base, or the base and the adapter), and each
+completion returns it as ``system_fingerprint``, so a client's response cache
+never serves one adapter's answer for another's under the same name.
+
 ``--delay_ms``, ``--fail_status`` and ``--fail_count`` inject slowness and
 errors for client tests.
 """
@@ -46,6 +56,9 @@ import time
 import traceback
 import uuid
 from typing import Any
+
+import jax
+import numpy as np
 
 from absl import logging
 
@@ -91,12 +104,19 @@ class _Job:
   adapter: tuple[str, Any] | None = None   # (name, adapter pytree) or the base model
 
 
+class Busy(Exception):
+  """The decoder's queue is full: the request is answered 429."""
+
+
 class Batcher:
   """Gathers requests for a short window and decodes each params-group in one call."""
 
-  def __init__(self, llm: LLM, window_ms: float = 20.0, max_batch: int = 32):
+  def __init__(self, llm: LLM, window_ms: float = 20.0, max_batch: int = 32,
+               max_queue: int = 1024):
     self.llm, self.window_s, self.max_batch = llm, window_ms / 1000, max_batch
+    self.max_queue = max_queue
     self._queue: queue.Queue = queue.Queue()
+    self._waiting = 0                    # answers queued or being decoded
     self._lock = threading.Lock()
     self.batches = self.generated = self.largest_batch = 0
     self._closed = False
@@ -116,9 +136,17 @@ class Batcher:
     seed = seed if seed is not None else secrets.randbits(64)
     jobs = [_Job(r, params, seed, i, concurrent.futures.Future(), adapter)
             for i, r in enumerate(requests)]
-    for j in jobs:
-      self._queue.put(j)
-    return [j.future.result() for j in jobs]
+    with self._lock:                     # all of a call's answers are queued, or none
+      if self._waiting + len(jobs) > self.max_queue:
+        raise Busy(f"{self._waiting} answers are waiting (max_queue={self.max_queue})")
+      self._waiting += len(jobs)
+    try:
+      for j in jobs:
+        self._queue.put(j)
+      return [j.future.result() for j in jobs]
+    finally:
+      with self._lock:
+        self._waiting -= len(jobs)
 
   def close(self) -> None:
     self._closed = True
@@ -267,12 +295,18 @@ class Server(http.server.ThreadingHTTPServer):
   def __init__(self, llm: LLM, model_name: str, host: str = "127.0.0.1", port: int = 8000, *,
                batch_window_ms: float = 20.0, max_batch: int = 32, delay_ms: float = 0.0,
                fail_status: int = 0, fail_count: int = 0, api_key: str | None = None,
-               seed: int | None = None):
+               seed: int | None = None, max_queue: int = 1024, max_inflight: int = 64,
+               max_seen: int = 1 << 16, adapter_root: str | None = None):
     super().__init__((host, port), _Handler)
     self.seed = seed
-    self._seen_requests: collections.Counter = collections.Counter()
+    # Repeat counts by request digest, the oldest forgotten past `max_seen` (a forgotten
+    # request's next repeat samples as its first did).
+    self._seen_requests: collections.OrderedDict = collections.OrderedDict()
+    self.max_seen = max_seen
+    self.inflight = threading.BoundedSemaphore(max_inflight)
+    self.adapter_root = os.path.realpath(adapter_root) if adapter_root else None
     self.llm, self.model_name = llm, model_name
-    self.batcher = Batcher(llm, batch_window_ms, max_batch)
+    self.batcher = Batcher(llm, batch_window_ms, max_batch, max_queue)
     self.max_batch, self.delay_s = max_batch, delay_ms / 1000
     self.fail_status, self.fail_count = fail_status, fail_count
     self._api_key = api_key
@@ -297,8 +331,10 @@ class Server(http.server.ThreadingHTTPServer):
     # Counted by digest: a long-lived server must not keep every prompt it saw.
     digest = hashlib.sha256(key.encode()).digest()
     with self._lock:
-      repeat = self._seen_requests[digest]
-      self._seen_requests[digest] += 1
+      repeat = self._seen_requests.pop(digest, 0)
+      self._seen_requests[digest] = repeat + 1
+      while len(self._seen_requests) > self.max_seen:
+        self._seen_requests.popitem(last=False)
     return derive_seed(self.seed, "request", key, repeat)
 
   def base_digest(self) -> str:
@@ -307,6 +343,30 @@ class Server(http.server.ThreadingHTTPServer):
     if self._base_digest is None:
       self._base_digest = lora.base_digest(self.llm.generator.params)
     return self._base_digest
+
+  def fingerprint(self, adapter=None) -> str:
+    """What answers a request: the base weights' digest, or it and the adapter's."""
+    if getattr(self.llm, "generator", None) is None:
+      return hashlib.sha256(f"{type(self.llm).__name__}:{self.model_name}".encode()
+                            ).hexdigest()[:32]
+    if adapter is None:
+      return self.base_digest()[:32]
+    digest = hashlib.sha256(self.base_digest().encode())
+    for leaf in jax.tree.leaves(adapter):
+      digest.update(np.asarray(leaf).tobytes())
+    return digest.hexdigest()[:32]
+
+  def load_adapter_request(self, name: str, path: str) -> None:
+    """A run-time load (HTTP): only from inside ``adapter_root``."""
+    if self.adapter_root is None:
+      raise BadRequest("run-time adapter loading is off; start the server with "
+                       "--adapter_root=FOLDER to load adapters from that folder", "lora_path",
+                       403, "permission_error")
+    real = os.path.realpath(path)
+    if os.path.commonpath([real, self.adapter_root]) != self.adapter_root:
+      raise BadRequest(f"lora_path={path!r} is outside the adapter root", "lora_path", 403,
+                       "permission_error")
+    self.load_adapter(name, real)
 
   def load_adapter(self, name: str, path: str) -> None:
     """Loads (or replaces) adapter ``name`` from ``path``; requests use it from now on."""
@@ -327,7 +387,9 @@ class Server(http.server.ThreadingHTTPServer):
                        f"{self.model_name!r} with digest {self.base_digest()[:16]}...; train "
                        "or convert the adapter on the served base", "lora_path")
     with self._lock:
-      self.adapters[name] = (str(path), adapter)
+      self.adapters[name] = (str(path), adapter, self.fingerprint(adapter))
+      if hasattr(self.llm, "merged_cache_size"):     # every served adapter stays merged
+        self.llm.merged_cache_size = max(2, len(self.adapters) + 1)
     self.count("adapters_loaded")
 
   def unload_adapter(self, name: str) -> None:
@@ -345,7 +407,7 @@ class Server(http.server.ThreadingHTTPServer):
     if entry is None:
       raise BadRequest(f"model {model!r} is not served here; this server serves "
                        f"{[self.model_name, *sorted(self.adapters)]}", "model", 404)
-    return (model, entry[1])
+    return (model, entry[1], entry[2])
 
   @property
   def url(self) -> str:
@@ -412,9 +474,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         adapters = sorted(s.adapters.items())
       self._send(200, {"object": "list", "data": [
           {"id": s.model_name, "object": "model", "created": s.created, "owned_by": "optimas-jax",
-           "root": s.model_name, "parent": None}] + [
+           "root": s.model_name, "parent": None, "fingerprint": s.fingerprint()}] + [
           {"id": name, "object": "model", "created": s.created, "owned_by": "optimas-jax",
-           "root": path, "parent": s.model_name} for name, (path, _) in adapters]})
+           "root": path, "parent": s.model_name, "fingerprint": fingerprint}
+          for name, (path, _, fingerprint) in adapters]})
     elif self.path in ("/v1/stats", "/stats"):
       self._send(200, s.stats())
     elif self.path == "/health":
@@ -424,10 +487,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
   def do_POST(self):
     s = self.server
+    n = s.count("http_requests")
+    if not s.inflight.acquire(blocking=False):
+      try:
+        self._read_body()                # closing on unread bytes resets the connection
+      except BadRequest:
+        pass
+      s.count("busy")
+      self._error(429, "the server is busy (max_inflight); retry", "rate_limit_error")
+      return
+    try:
+      self._post(n)
+    finally:
+      s.inflight.release()
+
+  def _post(self, n: int):
+    s = self.server
     routes = {"/v1/chat/completions": True, "/chat/completions": True,
               "/v1/completions": False, "/completions": False,
               "/v1/load_lora_adapter": "load", "/v1/unload_lora_adapter": "unload"}
-    n = s.count("http_requests")
     try:
       # Read the body before any answer: closing on unread bytes resets the connection.
       raw = self._read_body()
@@ -449,6 +527,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         payload = self._complete(_parse_json(raw), chat=routes[self.path])
     except BadRequest as e:
       self._error(e.status, e.message, e.kind, e.param)
+      return
+    except Busy as e:
+      s.count("busy")
+      self._error(429, f"the server is busy: {e}; retry", "rate_limit_error")
       return
     except Exception as e:  # pylint: disable=broad-except
       logging.error("internal error on POST %s:\n%s", self.path, traceback.format_exc())
@@ -475,7 +557,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     if not isinstance(path, str) or not path:
       raise BadRequest("'lora_path' must be the adapter's folder (models.lora.save_adapter)",
                        "lora_path")
-    self.server.load_adapter(name, path)
+    self.server.load_adapter_request(name, path)
     return {"object": "lora_adapter", "id": name, "root": path, "loaded": True}
 
   def _complete(self, body: dict, chat: bool) -> dict:
@@ -500,13 +582,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     seed = _integer(body, "seed", None, -(1 << 63), (1 << 63) - 1)
     requests = [_messages(body)] if chat else _prompts(body)
     seed = s.seed_of(seed, [model, chat, requests, n, dataclasses.asdict(params)])
-    gens = s.batcher.generate([r for r in requests for _ in range(n)], params, seed, adapter)
+    gens = s.batcher.generate([r for r in requests for _ in range(n)], params, seed,
+                              adapter and adapter[:2])
     choices = [self._choice(i, g, chat, params.return_logprobs) for i, g in enumerate(gens)]
     prompt_tokens = sum(g.prompt_tokens for g in gens[::n])   # each prompt counted once
     completion_tokens = sum(g.num_tokens for g in gens)
     return {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
             "object": "chat.completion" if chat else "text_completion",
             "created": int(time.time()), "model": model, "choices": choices,
+            "system_fingerprint": adapter[2] if adapter else s.fingerprint(),
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens}}
 
@@ -556,6 +640,12 @@ def main(argv=None) -> int:
   parser.add_argument("--lora", action="append", default=[], metavar="NAME=PATH",
                       help="serve a LoRA adapter (models.lora.save_adapter folder) as model NAME; "
                            "repeatable; more can be loaded at run time (POST /v1/load_lora_adapter)")
+  parser.add_argument("--max_queue", type=int, default=1024,
+                      help="answers that may wait for the decoder; past it: 429")
+  parser.add_argument("--max_inflight", type=int, default=64,
+                      help="HTTP requests handled at once; past it: 429")
+  parser.add_argument("--adapter_root", default="",
+                      help="the folder run-time adapter loads may read from (default: none)")
   parser.add_argument("--delay_ms", type=float, default=0.0, help="test only: answer late")
   parser.add_argument("--fail_status", type=int, default=0, help="test only: answer this status")
   parser.add_argument("--fail_count", type=int, default=0,
@@ -572,7 +662,8 @@ def main(argv=None) -> int:
                        max_context=args.max_context, batch_window_ms=args.batch_window_ms,
                        max_batch=args.max_batch, delay_ms=args.delay_ms,
                        fail_status=args.fail_status, fail_count=args.fail_count, api_key=api_key,
-                       seed=args.seed)
+                       seed=args.seed, max_queue=args.max_queue, max_inflight=args.max_inflight,
+                       adapter_root=args.adapter_root or None)
   for item in args.lora:
     name, eq, path = item.partition("=")
     if not eq:

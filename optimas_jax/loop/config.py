@@ -22,6 +22,8 @@ def validate(config) -> None:
     bad("method", f"got {config.method!r}; choose one of {sorted(METHODS)}")
   if config.task not in TASKS:
     bad("task", f"got {config.task!r}; choose one of {sorted(TASKS)}")
+  from optimas_jax.tasks import registry
+  registry.validate(config)
   loop = config.loop
   if loop.selection not in SELECTIONS:
     bad("loop.selection", f"got {loop.selection!r}; choose one of {SELECTIONS}")

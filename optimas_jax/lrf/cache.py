@@ -4,11 +4,14 @@ With heads-only or top-N training, embeddings and the lower layers never
 change, so their output for a text is a pure function of its tokens. It is
 computed once (in fixed-shape batches per length bucket) and reused across
 epochs and across online LRF updates. Keyed by the token-id hash; one cache
-belongs to one set of frozen weights.
+belongs to one set of frozen weights. Bounded by `max_bytes` (least recently
+used first out; RL scores every sample through it, so it would otherwise grow
+for the whole run); the texts of the batch being filled are never evicted.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 
 import jax
@@ -20,13 +23,18 @@ from optimas_jax.lrf.buckets import bucket_length
 class ActivationCache:
   """Host-side store: text key -> pooled (H,) or hidden (len, H) float32."""
 
-  def __init__(self, lrf, buckets, batch_rows: int = 32):
+  def __init__(self, lrf, buckets, batch_rows: int = 32, max_bytes: int = 1 << 30):
+    if max_bytes <= 0:
+      raise ValueError(f"ActivationCache(max_bytes={max_bytes}): use > 0")
     self.lrf = lrf
     self.buckets = tuple(buckets)
     self.batch_rows = batch_rows
-    self.store: dict[bytes, np.ndarray] = {}
+    self.max_bytes = max_bytes
+    self.store: collections.OrderedDict[bytes, np.ndarray] = collections.OrderedDict()
+    self.bytes = 0
     self.hits = 0
     self.misses = 0
+    self.evictions = 0
     self._fn = jax.jit(functools.partial(_features, lrf))
 
   @property
@@ -39,6 +47,7 @@ class ActivationCache:
     for k, ids in texts.items():
       if k in self.store:
         self.hits += 1
+        self.store.move_to_end(k)
         continue
       self.misses += 1
       todo.setdefault(bucket_length(len(ids), self.buckets), []).append((k, ids))
@@ -53,7 +62,17 @@ class ActivationCache:
           mask[r, :len(ids)] = 1
         feats = np.asarray(self._fn(variables, tokens, mask))
         for r, (k, ids) in enumerate(chunk):
-          self.store[k] = feats[r] if self.pooled else feats[r, :len(ids)]
+          self.store[k] = np.array(feats[r] if self.pooled else feats[r, :len(ids)])
+          self.bytes += self.store[k].nbytes
+    self._evict(texts)
+
+  def _evict(self, keep) -> None:
+    while self.bytes > self.max_bytes and self.store:
+      oldest = next(iter(self.store))
+      if oldest in keep:                  # the rest is this batch's: over the bound until next
+        break
+      self.bytes -= self.store.pop(oldest).nbytes
+      self.evictions += 1
 
   def lookup(self, keys: np.ndarray, length: int) -> np.ndarray:
     """(..., H) or (..., length, H) features for an object array of keys."""

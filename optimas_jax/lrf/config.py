@@ -28,6 +28,7 @@ def default_lrf_config() -> ml_collections.ConfigDict:
   c.lora = ml_collections.ConfigDict(
       dict(rank=8, alpha=16.0, targets=("query", "value")))
   c.cache_frozen = True          # reuse frozen lower-layer activations
+  c.cache_mb = 1024              # ... at most this much of them (least recently used out)
 
   c.template = DEFAULT_TEMPLATE
   c.field_template = DEFAULT_FIELD_TEMPLATE
@@ -66,6 +67,8 @@ def validate_lrf_config(c: ml_collections.ConfigDict, num_devices: int = 1):
       bad("lora.rank", f"got {c.lora.rank}; use >= 1")
     if not c.lora.targets:
       bad("lora.targets", "empty; name modules such as ('query', 'value')")
+  if c.get("cache_mb", 1024) <= 0:
+    bad("cache_mb", f"got {c.cache_mb}; use > 0 (megabytes of cached activations)")
   buckets = tuple(c.buckets)
   if not buckets or list(buckets) != sorted(set(buckets)):
     bad("buckets", f"got {buckets}; use strictly increasing lengths")

@@ -242,7 +242,8 @@ class Trainer:
                          min_weight=cfg.loss.min_weight)
     use_cache = cfg.cache_frozen and lrf.frozen_prefix is not None
     self.cache = cache if cache is not None else (
-        ActivationCache(lrf, cfg.buckets) if use_cache else None)
+        ActivationCache(lrf, cfg.buckets, max_bytes=cfg.get("cache_mb", 1024) << 20)
+        if use_cache else None)
     self.repl = NamedSharding(self.mesh, P())
     self.data = NamedSharding(self.mesh, P(None, "data"))
     step = functools.partial(train_step, lrf=lrf, tx=self.tx,

@@ -49,18 +49,20 @@ def optimize(policy, adapter, inputs: Sequence[dict], reward: RewardFn, rl_confi
       lora=lora_config_of(adapter)), adapter=adapter, seed=int(rng.integers(2**31)))
   history, t0 = [], time.time()
   for step in range(rl_config.steps):
-    chosen = rng.choice(len(inputs), size=min(rl_config.prompts, len(inputs)), replace=False)
-    by_prompt = {}
+    chosen = [int(i) for i in rng.choice(len(inputs), size=min(rl_config.prompts, len(inputs)),
+                                         replace=False)]
 
-    def reward_fn(step_prompts: list[str], completions: list[str]) -> np.ndarray:
-      rows = [by_prompt[p] for p in step_prompts]
+    def reward_fn(step_prompts: list[str], completions: list[str], chosen=chosen) -> np.ndarray:
+      # RLTrainer.step's contract: prompt k's `group` samples are rows k*group..(k+1)*group-1.
+      # Rows by position, never by prompt text: two inputs may render to one prompt.
+      if len(completions) != len(chosen) * rl_config.group:
+        raise ValueError(f"{len(completions)} completions for {len(chosen)} prompts x "
+                         f"group {rl_config.group}")
+      rows = [chosen[k // rl_config.group] for k in range(len(completions))]
       return np.asarray(reward(rows, [policy.output(c) for c in completions]), np.float32)
 
-    step_prompts = []
-    for i in chosen:
-      by_prompt[prompts[int(i)]] = int(i)
-      step_prompts.append(prompts[int(i)])
-    stats = trainer.step(step_prompts, reward_fn, seed=int(rng.integers(2**31)))
+    stats = trainer.step([prompts[i] for i in chosen], reward_fn,
+                         seed=int(rng.integers(2**31)))
     history.append(stats)
   rewards = [float(h["reward_mean"]) for h in history]
   return trainer.adapter, {

@@ -16,6 +16,15 @@ TASKS = {
 }
 
 
+def validate(config) -> None:
+  """The task's own start-up check of its config fields (a module-level `validate(config)`
+  beside its builder), run before any model or data loads."""
+  module = importlib.import_module(TASKS[config.task].split(":")[0])
+  check = getattr(module, "validate", None)
+  if check is not None:
+    check(config)
+
+
 def build(config):
   if config.task not in TASKS:
     raise ValueError(f"config.task={config.task!r} is not a known task; choose one of "

@@ -139,6 +139,30 @@ def test_propose_hook_supplies_candidates_for_deterministic_components():
   assert [[c["g"] - g.inputs["base"] for c in g.candidates] for g in groups] == [[0, 1, 2, 3]] * 2
 
 
+def test_a_proposer_that_raises_is_counted_and_collection_goes_on():
+  from optimas_jax.llm import ledger
+  billed = []
+
+  def pick(inputs, variable, rng):
+    return [{"g": x["base"]} for x in inputs]
+
+  def propose(inputs, variable, num, rng):
+    billed.append(ledger.current_component())
+    raise RuntimeError("the proposer's reply did not parse")
+
+  s = make_system()
+  s.components["guess"] = osys.Component(
+      "guess", "", ["base"], ["g"], pick,
+      osys.ModelParameters(lambda seed: {"w": np.zeros(1)}), propose=propose)
+  cfg = s.default_config()
+  res = s.run(EXAMPLES[:2], cfg)
+  groups, st = PreferenceCollector(s, 4, 2, mode="sample").collect("guess", res.traces, cfg, "r")
+  assert groups == [] and st.failed_proposals == 1 and st.failed_candidates == 2 * 3
+  assert "did not parse" in st.last_proposal_error
+  assert billed == ["guess"]                      # its LLM tokens are billed to the component
+  assert s.counters.per_component["guess"]["failures"] == 2
+
+
 def test_deterministic_downstream_needs_one_rollout():
   s = make_system()
   s.components["noisy"] = osys.Component("noisy", "", ["g"], ["y"],

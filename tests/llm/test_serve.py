@@ -143,3 +143,26 @@ def test_a_server_seed_makes_unseeded_requests_repeatable(make_server):
   assert text_of(call(other.url + "/chat/completions", body)) != runs[0][0]
   assert make_server().seed_of(None, "anything") is None       # no server seed: a fresh draw
   assert make_server(seed=7).seed_of(5, "anything") == 5       # a client's own seed wins
+
+
+def test_a_full_queue_or_too_many_requests_are_answered_429(make_server):
+  body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}],
+          "max_tokens": 2, "temperature": 0, "n": 3}
+  small = make_server(max_queue=2)
+  status, reply = call(small.url + "/chat/completions", body)        # 3 answers > 2 queued
+  assert status == 429 and reply["error"]["type"] == "rate_limit_error"
+  assert call(small.url + "/chat/completions", {**body, "n": 2})[0] == 200
+  one = make_server(max_inflight=1, delay_ms=800)
+  with concurrent.futures.ThreadPoolExecutor(3) as pool:
+    statuses = sorted(s for s, _ in pool.map(
+        lambda _: call(one.url + "/chat/completions", {**body, "n": 1}), range(3)))
+  assert statuses[0] == 200 and 429 in statuses
+  assert one.stats()["busy"] >= 1
+
+
+def test_the_seen_request_memo_is_bounded(make_server):
+  server = make_server(seed=1, max_seen=3)
+  seeds = [server.seed_of(None, f"request {i}") for i in range(10)]
+  assert len(server._seen_requests) == 3 and len(set(seeds)) == 10
+  again = server.seed_of(None, "request 9")                  # remembered: its second sample
+  assert again != seeds[9]

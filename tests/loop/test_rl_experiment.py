@@ -73,8 +73,11 @@ def test_a_step_with_no_inputs_is_skipped_and_rewards_map_back_to_inputs(monkeyp
     algorithm, group, inner_epochs, learning_rate, kl_coef = "grpo", 2, 1, 1e-3, 0.0
     clip_eps, temperature, steps, prompts = 0.2, 1.0, 3, 2
 
-  inputs = [{"q": "zero"}, {"q": "one"}, {"q": "two"}]
+  # Inputs 0 and 2 render to the same prompt: each must still be rewarded as its own row.
+  inputs = [{"q": "same"}, {"q": "one"}, {"q": "same"}]
   _, stats = text_policy.optimize(policy, adapter, inputs, reward, RL, np.random.default_rng(0))
   assert stats["rl_steps"] == 3 and stats["samples"] == 12
   for rows, texts in seen:        # each sample's reward is asked for its own input
     assert len(rows) == 4 and texts == ["a", "b"] * 2 and rows[0] == rows[1]
+    assert rows[2] == rows[3] and rows[0] != rows[2]
+  assert {0, 2} <= {r for rows, _ in seen for r in rows}

@@ -57,6 +57,25 @@ def test_activation_cache_matches_full_forward(backbone, groups, trainable):
   assert cached.cache.misses == misses
 
 
+def test_the_activation_cache_is_bounded_and_keeps_the_batch_it_fills(backbone, groups):
+  from optimas_jax.lrf.cache import ActivationCache
+  t, state = _trainer(backbone, groups, trainable="heads")
+  texts = t.cache.store.copy()
+  one = next(iter(texts.values())).nbytes
+  small = ActivationCache(t.lrf, t.cfg.buckets, max_bytes=3 * one)
+  keys = list(texts)[:6]
+  # Refill the same texts by their ids: re-encode through the trainer's own path.
+  first = {k: np.array([1, 2, 3 + i], np.int32) for i, k in enumerate(keys[:4])}
+  small.fill(state.frozen, first)
+  assert len(small.store) == 4 and small.evictions == 0      # one batch: kept whole
+  second = {k: np.array([5, 6, 7 + i], np.int32) for i, k in enumerate(keys[4:])}
+  small.fill(state.frozen, second)
+  assert small.bytes <= 3 * one and set(second) <= set(small.store)
+  assert small.evictions == 3 and small.misses == 6
+  with pytest.raises(ValueError, match="max_bytes"):
+    ActivationCache(t.lrf, t.cfg.buckets, max_bytes=0)
+
+
 def test_scorer_batches_and_caches(backbone, groups):
   enc = groups[2]
   lrf = make_lrf(backbone, trainable="heads")

@@ -42,6 +42,21 @@ def make_sandbox(cfg, data_path: str = "") -> Sandbox:
                  require=require)
 
 
+def validate(config) -> None:
+  """config.sandbox's fields, checked before the LLM loads."""
+  cfg = config.sandbox
+  for field in ("workers", "wall_s", "cpu_s", "memory_mb", "file_mb", "processes", "output_kb",
+                "kept_output_kb"):
+    if not cfg[field] > 0:
+      raise ValueError(f"config.sandbox.{field}={cfg[field]}; use > 0")
+  if cfg.get("disk_mb", 64) <= 0:
+    raise ValueError(f"config.sandbox.disk_mb={cfg.disk_mb}; use > 0")
+  if cfg.network not in ("auto", "hook", "namespace"):
+    raise ValueError(f"config.sandbox.network={cfg.network!r}; choose auto, hook or namespace")
+  if not isinstance(cfg.get("allow_weak_isolation", False), bool):
+    raise ValueError("config.sandbox.allow_weak_isolation: use True or False")
+
+
 def short_questions(splits: dict, max_chars: int) -> dict:
   """Each split's problems whose question has at most `max_chars` characters (0: all)."""
   if max_chars < 0:

@@ -16,6 +16,19 @@ WRITER_HINTS = (
 )
 
 
+WRITER_VARIABLES = ("lora", "prompt")
+
+
+def validate(config) -> None:
+  """Fields checked before SmolLM2 loads."""
+  variable = config.system.get("writer_variable")
+  if variable not in WRITER_VARIABLES:
+    raise ValueError(f"config.system.writer_variable={variable!r}; choose one of "
+                     f"{WRITER_VARIABLES}")
+  if variable == "lora" and config.system.lora_rank < 1:
+    raise ValueError(f"config.system.lora_rank={config.system.lora_rank}; use >= 1")
+
+
 def build(config) -> Task:
   from optimas_jax.llm.local import load_local_llm
   llm = load_local_llm(config.system.llm, jnp.dtype(config.system.llm_dtype))
