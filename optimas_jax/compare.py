@@ -42,6 +42,12 @@ _ARMS = flags.DEFINE_multi_string(
     "arm", [], "NAME:METHOD[:FIELD=VALUE[;FIELD=VALUE]]: an arm of the comparison, a method "
     "on the config with overrides (e.g. prompt:optimas:system.writer_variable=prompt). "
     "Replaces --methods; the first iterating arm runs first and sets every arm's budget.")
+_BUDGET = flags.DEFINE_integer(
+    "budget_runs", 0,
+    "Cap EVERY iterating arm, the first one too, at this many system runs (each then loses "
+    "the iteration its cap cuts, alike). 0: the first iterating arm runs its iterations "
+    "uncapped and its spend caps the rest (only the capped arms lose a cut iteration: "
+    "summary.json's cut_iteration_runs says how much).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 # A capped method gets this many times Optimas's iterations: the budget, not
@@ -113,35 +119,42 @@ def method_configs(config, seed: int, methods, budget: int | None):
   return [(m, arm_config(config, seed, Arm(m, m), budget, m == "optimas")) for m in methods]
 
 
-def arms_from_methods(methods) -> list[Arm]:
+def arms_from_methods(methods, budget_fixed: bool = False) -> list[Arm]:
+  """Optimas first (it sets the budget), then the rest; with a fixed budget, just `methods`."""
   unknown = [m for m in methods if m not in METHODS]
   if unknown:
     raise ValueError(f"--methods: unknown {unknown}; choose from {sorted(METHODS)}")
-  return [Arm(m, m) for m in ["optimas"] + [m for m in methods if m != "optimas"]]
+  first = [] if budget_fixed else ["optimas"]
+  return [Arm(m, m) for m in first + [m for m in methods if m not in first]]
 
 
-def run_all(config, root: pathlib.Path, seeds, methods=None, arms=None) -> list[dict]:
-  """Runs every arm of every seed; the first iterating arm sets the others' budget.
+def run_all(config, root: pathlib.Path, seeds, methods=None, arms=None,
+            budget_runs: int = 0) -> list[dict]:
+  """Runs every arm of every seed; the first iterating arm sets the others' budget, or
+  with `budget_runs` > 0 every iterating arm is capped at it alike.
 
   `methods` (names) is the short form of `arms`: Optimas first, then the rest.
   An arm that is only there to set the budget (optimas when not in
   `methods`) runs but is not reported.
   """
+  if budget_runs < 0:
+    raise ValueError(f"--budget_runs={budget_runs}: use 0 (the first arm sets it) or > 0")
   reported = None
   if arms is None:
-    arms = arms_from_methods(methods)
+    arms = arms_from_methods(methods, budget_fixed=budget_runs > 0)
     reported = set(methods)
   names = [a.name for a in arms]
   if len(set(names)) != len(names):
     raise ValueError(f"--arm names must differ, got {names}")
-  setter = next((a.name for a in arms if METHODS[a.method].iterates), None)
+  setter = None if budget_runs else next(
+      (a.name for a in arms if METHODS[a.method].iterates), None)
   for seed in seeds:                      # every config is checked before any model loads
     for arm in arms:
       arm_config(config, seed, arm, 0, arm.name == setter)
   results = []
   tasks = {}
   for seed in seeds:
-    budget = None
+    budget = budget_runs or None
     for arm in arms:
       cfg = arm_config(config, seed, arm, budget, arm.name == setter)
       workdir = root / f"{arm.name}-seed{seed}"
@@ -273,9 +286,11 @@ def main(argv):
   root = pathlib.Path(_WORKDIR.value)
   root.mkdir(parents=True, exist_ok=True)
   if _ARMS.value:
-    results = run_all(_CONFIG.value, root, _SEEDS.value, arms=[Arm.parse(a) for a in _ARMS.value])
+    results = run_all(_CONFIG.value, root, _SEEDS.value, arms=[Arm.parse(a) for a in _ARMS.value],
+                      budget_runs=_BUDGET.value)
   else:
-    results = run_all(_CONFIG.value, root, _SEEDS.value, _METHODS.value)
+    results = run_all(_CONFIG.value, root, _SEEDS.value, _METHODS.value,
+                      budget_runs=_BUDGET.value)
   import sys
   command = "python -m optimas_jax.compare " + " ".join(sys.argv[1:])
   print(write_report(results, root, command, _CONFIG.value.task))

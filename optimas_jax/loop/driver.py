@@ -56,6 +56,8 @@ class OptimasLoop:
     self.specs = self.system.specs
     self.config_values: SystemConfig = self.system.default_config()
     self.state = LoopState()
+    self._iteration_start = 0                  # budget used when the current iteration began
+    self.cut_iteration_runs = 0
     self.system.counters.set_budget_cap(self.loop_config.budget_runs)
     self.rollout_cache = (RolloutCache(self.workdir / "rollouts.sqlite")
                           if config.collect.cache else None)
@@ -104,6 +106,8 @@ class OptimasLoop:
     self.state.rollout_cache = (None if self.rollout_cache is None
                                 else self.rollout_cache.state_dict())
     self.state.llm_usage = self.task.usage_state()
+    if self.rewards is not None:
+      self.state.lrf_text = dict(self.rewards.encoder.stats)
     meta = {"loop": dataclasses.asdict(self.state),
             "config": self.config_values.json_values()}
     if self.rewards is not None:
@@ -126,6 +130,8 @@ class OptimasLoop:
       self.rollout_cache.load_state_dict(self.state.rollout_cache)
     if self.state.llm_usage is not None:
       self.task.load_usage_state(self.state.llm_usage)
+    if self.rewards is not None and self.state.lrf_text:
+      self.rewards.encoder.stats.update(self.state.lrf_text)
 
   def restore_or_init(self) -> str:
     # Resume order: this workdir's checkpoint > config.init_from > scratch.
@@ -237,6 +243,8 @@ class OptimasLoop:
       record["lrf_heldout_accuracy"] = self.rewards.pairwise_accuracy(held_out)
       self.replay.add(groups)
     record.update(budget=self.budget_used(), seconds=time.time() - t0)
+    if self.rewards is not None:
+      record["lrf_text"] = self.rewards.text_stats()
     self.metrics.write(record)
     logging.info("init: %s", {k: v for k, v in record.items() if not k.startswith("collect")})
     self.state.initialized = True
@@ -287,6 +295,7 @@ class OptimasLoop:
 
   def iterate(self, iteration: int) -> None:
     t0 = time.time()
+    self._iteration_start = self.budget_used()
     rng = np.random.default_rng(derive_seed(self.seed, "iteration", iteration))
     traces = self._train_traces(f"iter{iteration}", self.loop_config.examples_per_iteration, rng)
     gaps = {c: float(np.mean([g.mean_gap for g in self.replay.groups(c)] or [0.0]))
@@ -308,6 +317,8 @@ class OptimasLoop:
       record.update(self._gate(component, candidate, iteration))
     else:
       record.update(candidate_val=self.state.val_score, accepted=False)
+    if self.rewards is not None:
+      record["lrf_text"] = self.rewards.text_stats()
     record.update(val=self.state.val_score, budget=self.budget_used(),
                   seconds=time.time() - t0)
     if not isinstance(self.specs[component], ModelParameters):
@@ -346,8 +357,10 @@ class OptimasLoop:
       # The cap fell inside a step: that step's change is not kept (it was not
       # validated); the incumbent is the result. No checkpoint is written, so a
       # resumed run redoes the same step and stops at the same point.
+      self.cut_iteration_runs = self.budget_used() - self._iteration_start
       self.metrics.write({"event": "budget_spent", "iteration": self.state.iteration,
-                          "budget": self.budget_used(), "detail": str(stop)})
+                          "budget": self.budget_used(), "detail": str(stop),
+                          "cut_iteration_runs": self.cut_iteration_runs})
       logging.info("budget of %d system runs spent in iteration %d", self.budget_used(),
                    self.state.iteration)
     return self.finish()
@@ -363,6 +376,9 @@ class OptimasLoop:
         "method": self.method.name, "seed": self.seed, "test": float(test_scores.mean()),
         "test_extra": extra, "val": self.state.val_score, "iterations": self.state.iteration,
         "budget_runs": budget, "budget_cap": self.system.counters.budget_cap,
+        # Runs spent in the iteration the cap cut (its change was never validated).
+        "cut_iteration_runs": self.cut_iteration_runs,
+        "lrf_text": None if self.rewards is None else self.rewards.text_stats(),
         "test_runs": self.system.counters.snapshot()["unmetered_runs"]
                      - counters["unmetered_runs"],
         "wall_s": self.state.wall_s, "config": self.config_values.json_values(),

@@ -24,3 +24,4 @@ class LoopState:
   llm_usage: dict | None = None            # the LLM backends' usage and ledger
   wall_s: float = 0.0
   gates: int = 0                           # validation gates run so far (the error spending)
+  lrf_text: dict | None = None             # the LRF text encoder's counts (lrf/text.py)

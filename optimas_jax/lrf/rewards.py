@@ -74,6 +74,17 @@ class LocalRewards:
 
   # ------------------------------------------------------- checkpoints
 
+  def text_stats(self) -> dict:
+    """What the LRF's text encoder did so far (cumulative): texts rendered, truncations and
+    tokens cut, candidates merged or dropped, pairless groups; and activation-cache evictions."""
+    stats = dict.fromkeys(("texts", "truncated_texts", "truncated_descriptions",
+                           "merged_candidates", "dropped_candidates", "pairless_groups"), 0)
+    stats.update({k: int(v) for k, v in sorted(self.encoder.stats.items())})
+    cache = self.trainer.cache
+    if cache is not None:
+      stats["activation_cache_evictions"] = int(cache.evictions)
+    return stats
+
   def checkpoint_arrays(self) -> dict:
     """What a loop checkpoint keeps of the LRF: step, trained part, optimizer.
 

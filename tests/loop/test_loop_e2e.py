@@ -83,6 +83,10 @@ def test_kill_and_resume_with_a_sampling_llm_ends_like_an_uninterrupted_run(tmp_
       s["counters"]["partial_runs"]
   assert s["test_runs"] == 3                       # the test set is outside the budget
   assert (full / "final_config" / "config.json").exists()
+  # The LRF's text encoder reports what it cut and merged, per iteration and in the summary.
+  assert all("lrf_text" in r for r in [recs[0], *iters])
+  assert s["lrf_text"]["texts"] >= iters[-1]["lrf_text"]["texts"] > 0
+  assert {"truncated_texts", "merged_candidates", "pairless_groups"} <= set(s["lrf_text"])
 
   _kill_after_checkpoint(killed, config, LLM_FAST, step="1")
   assert not (killed / "summary.json").exists()
@@ -134,3 +138,20 @@ def test_compare_gives_every_method_the_same_budget(tmp_path):
                   if r["event"] == "iteration"]
   assert all("collect" not in r for r in static_iters)
   assert "Budgets of the iterating methods differ by at most" in (tmp_path / "report.md").read_text()
+  # The capped arms' cut iterations are on record (the budget setter's is 0 by construction).
+  assert runs["optimas"]["cut_iteration_runs"] == 0
+  assert all(runs[m]["cut_iteration_runs"] >= 0 for m in ("optimas_static", "coordinate"))
+
+
+def test_a_fixed_budget_caps_every_arm_alike(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "optimas_jax.compare", "--config=experiments/geoqa.py:smoke,tools",
+       f"--workdir={tmp_path}", "--seeds=0", *FAST, "--config.loop.iterations=2",
+       "--methods=coordinate", "--budget_runs=40"],
+      cwd=ROOT, capture_output=True, text=True, timeout=1800)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert not (tmp_path / "optimas-seed0").exists()      # no arm is there to set the budget
+  run = json.loads((tmp_path / "coordinate-seed0" / "summary.json").read_text())
+  assert run["budget_cap"] == 40 and run["budget_runs"] == 40
+  spent = [r for r in _records(tmp_path / "coordinate-seed0") if r["event"] == "budget_spent"]
+  assert len(spent) == 1 and spent[0]["cut_iteration_runs"] == run["cut_iteration_runs"] > 0
