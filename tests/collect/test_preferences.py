@@ -122,12 +122,10 @@ def test_replay_buffer_is_bounded_and_round_trips():
     ReplayBuffer(0)
 
 
-def test_propose_hook_supplies_candidates_for_deterministic_components():
+def _collect_with_proposer(propose):
+  """A deterministic "guess" component whose candidates come from `propose`, collected."""
   def pick(inputs, variable, rng):
     return [{"g": x["base"]} for x in inputs]
-
-  def propose(inputs, variable, num, rng):
-    return [[{"g": x["base"] + d} for d in (1, 2, 3, 4)[:num]] for x in inputs]
 
   s = make_system()
   s.components["guess"] = osys.Component(
@@ -136,6 +134,14 @@ def test_propose_hook_supplies_candidates_for_deterministic_components():
   cfg = s.default_config()
   res = s.run(EXAMPLES[:2], cfg)
   groups, st = PreferenceCollector(s, 4, 2, mode="sample").collect("guess", res.traces, cfg, "r")
+  return s, groups, st
+
+
+def test_propose_hook_supplies_candidates_for_deterministic_components():
+  def propose(inputs, variable, num, rng):
+    return [[{"g": x["base"] + d} for d in (1, 2, 3, 4)[:num]] for x in inputs]
+
+  _, groups, _ = _collect_with_proposer(propose)
   assert [[c["g"] - g.inputs["base"] for c in g.candidates] for g in groups] == [[0, 1, 2, 3]] * 2
 
 
@@ -143,20 +149,11 @@ def test_a_proposer_that_raises_is_counted_and_collection_goes_on():
   from optimas_jax.llm import ledger
   billed = []
 
-  def pick(inputs, variable, rng):
-    return [{"g": x["base"]} for x in inputs]
-
   def propose(inputs, variable, num, rng):
     billed.append(ledger.current_component())
     raise RuntimeError("the proposer's reply did not parse")
 
-  s = make_system()
-  s.components["guess"] = osys.Component(
-      "guess", "", ["base"], ["g"], pick,
-      osys.ModelParameters(lambda seed: {"w": np.zeros(1)}), propose=propose)
-  cfg = s.default_config()
-  res = s.run(EXAMPLES[:2], cfg)
-  groups, st = PreferenceCollector(s, 4, 2, mode="sample").collect("guess", res.traces, cfg, "r")
+  s, groups, st = _collect_with_proposer(propose)
   assert groups == [] and st.failed_proposals == 1 and st.failed_candidates == 2 * 3
   assert "did not parse" in st.last_proposal_error
   assert billed == ["guess"]                      # its LLM tokens are billed to the component
