@@ -57,7 +57,7 @@ def optimas_config() -> ml_collections.ConfigDict:
       # The gate (loop/gate.py): paired on the validation examples, exact by default.
       gate="exact",                  # exact | sign | paired_bootstrap | mean
       gate_confidence=0.9,           # 1 - the run's chance of keeping a change no better
-      gate_spending="bonferroni",    # bonferroni (over `iterations`) | series | none
+      gate_spending="series",        # series (alpha/(k(k+1)) at gate k) | bonferroni | none
       gate_resamples=2000,
       min_gain=1e-9,                 # and the mean must improve by at least this
       test_repeats=1,

@@ -8,8 +8,8 @@ the planned number and so errs toward passing), takes its gate records in order,
 exact one-sided sign test p-value of its wins and losses (exact for 0/1 metrics; for
 graded metrics such as F1 it is the sign test, because the per-item scores behind the
 old records were not logged and the permutation test needs them), and whether it passes
-alone (alpha = 1 - confidence) and with the run's error spent by Bonferroni over its
-planned iterations (the new default). A run whose accepted changes all pass keeps its
+alone (alpha = 1 - confidence) and with the run's error spent across its gates by the
+default rule ("series": alpha / (k (k + 1)) at the k-th gate, loop/gate.py). A run whose accepted changes all pass keeps its
 table entry; from a run's first change that no longer passes on, its trajectory (and so
 its final configuration) is not what the new gate would produce.
 """
@@ -53,7 +53,7 @@ def regate(root: pathlib.Path) -> list[dict]:
         continue
       p = gate_lib.sign_test_p(int(g["wins"]), int(g["losses"]))
       alone = 1.0 - confidence
-      spent = gate_lib.level(confidence, "bonferroni", index, planned)
+      spent = gate_lib.level(confidence, "series", index, planned)
       rows.append({"run": str(metrics.parent.relative_to(root)),
                    "iteration": record.get("iteration"), "component": record.get("component"),
                    "gate_index": index, "planned": planned, "old_test": g.get("test"),
@@ -73,12 +73,13 @@ def markdown(rows: list[dict]) -> str:
         f"{r['ties']} | {old} ({r['old_test']}) | {r['sign_p']:.4f} | "
         f"{'pass' if r['passes_alone'] else 'FAIL'} ({r['alpha']:.2f}) | "
         f"{'pass' if r['passes_spent'] else 'FAIL'} ({r['alpha_spent']:.4f}, "
-        f"gate {r['gate_index']} of {r['planned']}) |")
+        f"gate {r['gate_index']}) |")
   runs = sorted({r["run"] for r in rows})
   kept = [run for run in runs if all(r["passes_spent"] for r in rows if r["run"] == run)]
   summary = [f"Accepted decisions: {len(rows)} in {len(runs)} runs.",
              f"Pass the exact sign test alone: {sum(r['passes_alone'] for r in rows)}; "
-             f"with the run's error spent (Bonferroni): {sum(r['passes_spent'] for r in rows)}.",
+             f"with the run's error spent (series, alpha/(k(k+1)) at gate k): "
+             f"{sum(r['passes_spent'] for r in rows)}.",
              f"Runs whose every accepted change still passes (entry stands): {len(kept)} of "
              f"{len(runs)}: {', '.join(kept) or 'none'}."]
   return "\n\n".join(summary) + "\n\n" + "\n".join(lines) + "\n"

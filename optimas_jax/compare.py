@@ -110,6 +110,11 @@ def arm_config(config, seed: int, arm: Arm, budget: int | None, sets_budget: boo
     if not sets_budget and METHODS[arm.method].iterates and budget is not None:
       cfg.loop.budget_runs = budget
       cfg.loop.iterations = config.loop.iterations * ITERATIONS_FACTOR
+      if cfg.loop.get("gate_spending") == "bonferroni":
+        raise ValueError(
+            f"arm {arm.name}: config.loop.gate_spending='bonferroni' divides the error by the "
+            "planned iterations, but a budget-capped arm runs an unknown number of them; use "
+            "'series' (the default) so every arm spends its error by one rule")
   jobs.validate(cfg)
   return cfg
 

@@ -31,7 +31,7 @@ def validate(config) -> None:
     bad("loop.selection_temperature", f"got {loop.selection_temperature}; use > 0")
   if loop.gate not in TESTS:
     bad("loop.gate", f"got {loop.gate!r}; choose one of {TESTS}")
-  if loop.get("gate_spending", "bonferroni") not in SPENDING:
+  if loop.get("gate_spending", "series") not in SPENDING:
     bad("loop.gate_spending", f"got {loop.gate_spending!r}; choose one of {SPENDING}")
   if not 0 < loop.gate_confidence < 1:
     bad("loop.gate_confidence", f"got {loop.gate_confidence}; use a value in (0, 1), e.g. 0.9")

@@ -19,11 +19,14 @@ one-sided test rejects "no better" at this gate's level `alpha`:
   non-ties it is anti-conservative (BUILD.md).
 - "mean": the plain rule (mean difference >= min_gain), for ablations.
 
-The level of one gate comes from `level()`: a run that gates K times
-spends its error `1 - confidence` across them ("bonferroni": alpha / K for K
-planned iterations; "series": alpha * 6 / (pi^2 k^2) at the k-th gate, for
-runs of unknown length; "none": alpha at every gate), so the chance that a
-run keeps any change that is no better is at most `1 - confidence`.
+The level of one gate comes from `level()`: a run spends its error
+alpha = `1 - confidence` across its gates. "series" (default): alpha / (k (k + 1))
+at the k-th gate, which sums to alpha however many gates a run makes, so
+every arm of a comparison (budget-capped arms make an unknown number) uses
+one rule; "bonferroni": alpha / K for a run planned for K iterations (only
+for runs whose number of gates is fixed in advance); "none": alpha at every
+gate. With spending, the chance that a run keeps any change that is no
+better is at most `1 - confidence`.
 
 Pure functions of their arrays and seed: the loop logs every decision.
 """
@@ -37,7 +40,7 @@ import math
 import numpy as np
 
 TESTS = ("exact", "sign", "paired_bootstrap", "mean")
-SPENDING = ("bonferroni", "series", "none")
+SPENDING = ("series", "bonferroni", "none")
 EXACT_MAX_NONZERO = 16                 # 2^16 sign flips enumerated; beyond, sampled
 SAMPLED_FLIPS = 1 << 16
 
@@ -71,7 +74,7 @@ def level(confidence: float, spending: str, gate_index: int, planned_gates: int)
   if spending == "bonferroni":
     return alpha / max(planned_gates, gate_index, 1)
   if spending == "series":
-    return alpha * 6.0 / (math.pi ** 2 * gate_index ** 2)
+    return alpha / (gate_index * (gate_index + 1))
   return alpha
 
 
