@@ -38,6 +38,17 @@ def test_bad_arms_name_the_problem(text, message):
     compare.Arm.parse(text)
 
 
+def test_a_capped_arm_refuses_bonferroni_spending(config):
+  arm = compare.Arm.parse("c:coordinate:loop.gate_spending=bonferroni")
+  with pytest.raises(ValueError, match="gate_spending='bonferroni'.*series"):
+    compare.arm_config(config, 0, arm, budget=500, sets_budget=False)
+  setter = compare.arm_config(config, 0, compare.Arm.parse("o:optimas:loop.gate_spending="
+                                                           "bonferroni"), 500, sets_budget=True)
+  assert setter.loop.gate_spending == "bonferroni"          # a fixed plan may use it
+  assert compare.arm_config(config, 0, compare.Arm("c", "coordinate"), 500,
+                            False).loop.gate_spending == "series"
+
+
 def test_unknown_override_field_is_an_error(config):
   with pytest.raises(ValueError, match="no field 'system.nope'"):
     compare.arm_config(config, 0, compare.Arm.parse("a:optimas:system.nope=1"), None, True)
