@@ -233,6 +233,7 @@ class Sandbox:
     self._lock = threading.Lock()
     self.counts: collections.Counter = collections.Counter()
     self.isolation: dict = {}
+    self._namespaces = True              # False after a failed namespace setup (not root)
     if probe:
       self._probe()
 
@@ -328,9 +329,15 @@ class Sandbox:
   def _probe(self) -> None:
     program = ("import json, os, unittest\n"
                "print(json.dumps({'uid': os.getuid()}))\n")
-    result = self._run({"main.py": program}, "main.py",
-                       dataclasses.replace(self.limits, wall_s=max(self.limits.wall_s, 30.0)),
-                       self.uids[0])
+    limits = dataclasses.replace(self.limits, wall_s=max(self.limits.wall_s, 30.0))
+    result = self._run({"main.py": program}, "main.py", limits, self.uids[0])
+    if result.reason == "setup" and not self.root:
+      # The kernel let us make a namespace but not use it (e.g. mounts refused inside a
+      # container): run without namespaces, and say so through `isolation` and `require`.
+      self._namespaces = False
+      setup_error = result.output[-500:]
+      result = self._run({"main.py": program}, "main.py", limits, self.uids[0])
+      self.isolation["namespace_setup_error"] = setup_error
     self.isolation["cgroup"] = self.isolation.get("cgroup", False)
     if not result.passed:
       raise SandboxError(f"the sandbox cannot run a trivial program on this machine "
@@ -354,8 +361,9 @@ class Sandbox:
                    "file_bytes": limits.file_bytes, "open_files": limits.open_files,
                    "processes": limits.processes, "disk_bytes": limits.disk_bytes,
                    "disk_files": limits.disk_files},
-        "isolate": {"user": not self.root, "net": self.network != "hook", "mount": True,
-                    "pid": True},
+        "isolate": {"user": self._namespaces and not self.root,
+                    "net": self._namespaces and self.network != "hook",
+                    "mount": self._namespaces, "pid": self._namespaces},
         "socket_hook": "on" if self.network == "hook" else "auto",
         "expose": self._paths, "hide": list(self.hide), "channel_fds": list(channel_fds),
         "cgroup_procs": list(cgroup_procs),
