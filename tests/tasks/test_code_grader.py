@@ -2,6 +2,7 @@
 ends as a counted non-pass, honest code passes, and the benchmark's data is out of reach."""
 
 import json
+import shutil
 import time
 
 import pytest
@@ -175,20 +176,33 @@ def test_every_humaneval_canonical_solution_passes(box):
   assert len(examples) == 164 and not failed, failed
 
 
-def test_the_bigcodebench_fixture_grades_as_before_with_its_file_hidden(tmp_path):
+def test_the_bigcodebench_fixture_grades_as_before_with_its_file_hidden():
   from optimas_jax.tasks.code import system as code_system
   from optimas_jax.tasks.data import code as code_data
+  from tests.sandbox.test_sandbox import visible_folder
   from tests.tasks.test_code_data import bigcodebench_row, write_jsonl
-  path = write_jsonl(tmp_path / code_data.BIGCODEBENCH_FILE,
-                     [bigcodebench_row(i) for i in range(30)])
-  examples = code_data.load_bigcodebench(tmp_path, train_size=24).splits["test"]
+  folder = visible_folder()          # visible but for the hide list: it is what hides the file
+  folder.chmod(0o755)                # readable by the sandbox's uid
+  try:
+    _grade_the_fixture(folder, code_data, code_system, bigcodebench_row, write_jsonl)
+  finally:
+    shutil.rmtree(folder)
+
+
+def _grade_the_fixture(folder, code_data, code_system, bigcodebench_row, write_jsonl):
+  path = write_jsonl(folder / code_data.BIGCODEBENCH_FILE, [bigcodebench_row(i) for i in range(30)])
+  examples = code_data.load_bigcodebench(folder, train_size=24).splits["test"]
+  peek = {"main.py": f"import os\nprint(open({str(path)!r}).read()[:40] if os.path.exists("
+                     f"{str(path)!r}) else 'gone')\n"}
+  with Sandbox(Limits(wall_s=6.0, cpu_s=3), workers=1) as plain:      # the control
+    assert "task_id" in plain.run(peek).output
   with Sandbox(Limits(wall_s=6.0, cpu_s=3), workers=2,
-               hide=harness.benchmark_paths([str(tmp_path)])) as box:
+               hide=harness.benchmark_paths([str(path)])) as box:
     hidden = code_system.HiddenTests(box)
     good = [ex["canonical_solution"] for ex in examples]
     wrong = [ex["code_prompt"] + "  return x + 1\n" for ex in examples]
     assert all(o.passed and (o.tests_passed, o.tests_total) == (1, 1)
                for o in hidden.outcomes(examples, good))
     assert all(o.verdict == "failed" for o in hidden.outcomes(examples, wrong))
-    peek = box.run({"main.py": f"print(open({str(path)!r}).read()[:20])\n"})
-    assert peek.status == "failed" and "No such file" in peek.output
+    seen = box.run(peek)
+    assert seen.passed and "task_id" not in seen.output, seen.output   # covered: empty
