@@ -49,7 +49,7 @@ def regate(root: pathlib.Path) -> list[dict]:
     planned, confidence, gates = run_records(metrics.parent)
     for index, record in enumerate(gates, start=1):
       g = record["gate"]
-      if not g.get("accepted"):
+      if not g.get("accepted") or g.get("test") == "exact":   # exact: decided by this gate
         continue
       p = gate_lib.sign_test_p(int(g["wins"]), int(g["losses"]))
       alone = 1.0 - confidence
@@ -82,7 +82,16 @@ def markdown(rows: list[dict]) -> str:
              f"{sum(r['passes_spent'] for r in rows)}.",
              f"Runs whose every accepted change still passes (entry stands): {len(kept)} of "
              f"{len(runs)}: {', '.join(kept) or 'none'}."]
-  return "\n\n".join(summary) + "\n\n" + "\n".join(lines) + "\n"
+  head = ["# Accepted changes of logged runs, re-decided by the exact gate", "",
+          "Written by `python experiments/regate.py docs --out docs/results/regate.md`. Each "
+          "row is a change a run kept under the earlier gate (its logged 'p' is that gate's "
+          "statistic: for the paired bootstrap, a tail share, not a p-value). 'exact sign p' "
+          "is the one-sided sign test of its wins and losses (exact for 0/1 metrics; for graded "
+          "metrics the sign test, as per-item scores were not logged). 'alone' tests it at "
+          "1 - confidence; 'run-level' at the default spending, alpha / (k (k + 1)) at the "
+          "run's k-th gate. From a run's first FAIL on, its trajectory is not what the "
+          "exact gate would produce.", ""]
+  return "\n".join(head) + "\n" + "\n\n".join(summary) + "\n\n" + "\n".join(lines) + "\n"
 
 
 def main():
