@@ -1,20 +1,15 @@
 """experiments/regate.py re-decides logged gates with the exact sign test and the run's spending."""
 
-import importlib.util
 import json
-import pathlib
 
 import pytest
 
-ROOT = pathlib.Path(__file__).parents[2]
+from tests import experiment_files
 
 
 @pytest.fixture(scope="module")
 def regate():
-  spec = importlib.util.spec_from_file_location("regate", ROOT / "experiments" / "regate.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return experiment_files.load("regate")
 
 
 def _gate(iteration, wins, losses, ties, accepted=True, test="paired_bootstrap"):

@@ -1,21 +1,15 @@
 """Task fields fail at start-up with the field's name, before any model or data loads."""
 
-import importlib.util
-import pathlib
 import sys
 
 import pytest
 
 from optimas_jax.loop.config import validate
-
-ROOT = pathlib.Path(__file__).parents[2]
+from tests import experiment_files
 
 
 def load(name, arg):
-  spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return experiment_files.load(name).get_config(arg)
 
 
 @pytest.mark.parametrize("name, arg, field, value, match", [
