@@ -41,15 +41,15 @@ def get_config(arg=None):
   config.loop.iterations = 9
   config.loop.examples_per_iteration = 40
   config.loop.selection = "round_robin"
-  config.optimizers.policy_steps = 60
-  config.optimizers.policy_group = 4
+  config.optimizers.policy.steps = 60
+  config.optimizers.policy.group_size = 4
   if "smoke" in args:
     config.collect.initial_examples = 8
     config.loop.iterations = 3
     config.loop.examples_per_iteration = 6
     config.lrf.initial_epochs = 1
     config.optimizers.search_budget = 3
-    config.optimizers.policy_steps = 5
+    config.optimizers.policy.steps = 5
     # One LRF shape: each bucket compiles MiniLM's scoring and update (388 s -> 120 s
     # for this smoke on the loaded 2 cores).
     common.use_minilm_lrf(config, max_len=256, buckets=(256,))
@@ -77,7 +77,7 @@ def get_config(arg=None):
       config.lrf.initial_epochs = 1
       config.optimizers.rl.steps = 1
       config.optimizers.rl.prompts = 2
-      config.optimizers.rl.group = 2
+      config.optimizers.rl.group_size = 2
       config.optimizers.rl.inner_epochs = 1
       config.optimizers.prompt_llm_proposals = 0
       config.optimizers.prompt_edit_proposals = 2

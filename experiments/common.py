@@ -1,8 +1,12 @@
 """Defaults shared by every experiment (one place, not scattered .get() calls)."""
 
+import dataclasses
+
 import ml_collections
 
 from optimas_jax.lrf.config import default_lrf_config
+from optimas_jax.optimize import policy as policy_lib
+from optimas_jax.rl import config as rl_config
 
 
 def parse_args(arg, known: tuple[str, ...], file: str) -> set[str]:
@@ -69,25 +73,20 @@ def optimas_config() -> ml_collections.ConfigDict:
       search_budget=8,
       prompt_llm_proposals=2,        # OPRO proposals per step (reference: 3)
       prompt_edit_proposals=3,
-      policy_steps=30,
-      policy_group=8,
-      policy_lr=0.05,
-      policy_kl=0.02,
       perturb_scale=0.3,             # coordinate search's parameter perturbation
   ))
+  # A ranking policy's local step: optimize/policy.py's PolicyConfig (its defaults).
+  config.optimizers.policy = ml_collections.ConfigDict(
+      dataclasses.asdict(policy_lib.PolicyConfig()))
   # RL of an LLM component's LoRA adapter (rl/; a TextPolicy component): each
-  # local step runs `steps` RL steps of `prompts` inputs x `group` samples.
+  # local step runs `steps` RL steps of `prompts` inputs x `group_size` samples.
+  # algorithm (grpo | ppo), group_size, inner_epochs, learning_rate, kl_coef,
+  # clip_eps, temperature: rl/config.py's RLConfig fields and defaults.
   config.optimizers.rl = ml_collections.ConfigDict(dict(
-      algorithm="grpo",              # grpo | ppo (the paper's)
       steps=4,
       prompts=4,
-      group=4,
-      inner_epochs=2,
-      learning_rate=2e-4,
-      kl_coef=0.05,
-      clip_eps=0.2,
-      temperature=1.0,
       metric_rollouts=1,             # true-metric reward: Monte-Carlo rollouts per sample
+      **rl_config.experiment_defaults(),
   ))
   return config
 
@@ -108,7 +107,7 @@ def use_rl_cpu_sizes(config) -> None:
   samples, one inner epoch; the prompt arm gets 1 LLM proposal and 3 edits."""
   config.optimizers.rl.steps = 2
   config.optimizers.rl.prompts = 2
-  config.optimizers.rl.group = 4
+  config.optimizers.rl.group_size = 4
   config.optimizers.rl.inner_epochs = 1
   config.optimizers.rl.learning_rate = 5e-4    # few steps on CPU: a larger step than usual
   config.optimizers.rl.kl_coef = 0.02

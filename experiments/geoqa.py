@@ -44,7 +44,7 @@ def get_config(arg=None):
     config.loop.examples_per_iteration = 6
     config.lrf.initial_epochs = 2
     config.optimizers.search_budget = 4
-    config.optimizers.policy_steps = 10
+    config.optimizers.policy.steps = 10
     config.optimizers.prompt_llm_proposals = 1
     config.optimizers.prompt_edit_proposals = 2
   if "tools" in args:

@@ -157,9 +157,7 @@ def loadavg() -> list[float]:
   return [round(x, 2) for x in os.getloadavg()]
 
 
-def group_pairs(scores, min_gap: float = 1e-6) -> list[tuple[int, int]]:
-  """(chosen, rejected) candidate indices of a group: every ordered pair
-  whose score gap exceeds min_gap (what the grouped BT loss counts)."""
-  n = len(scores)
-  return [(i, j) for i in range(n) for j in range(n)
-          if scores[i] - scores[j] > min_gap]
+def group_pairs(scores) -> list[tuple[int, int]]:
+  """(chosen, rejected) candidate indices of a group: the pairs the grouped BT loss counts."""
+  from optimas_jax.core.pairs import pair_indices
+  return pair_indices(scores)

@@ -8,18 +8,18 @@ caching it sound. SQLite gives atomic writes and survives crashes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pathlib
 import sqlite3
 import threading
 from typing import Any
 
+from optimas_jax.core import keys
+
 
 def content_hash(*parts: Any) -> str:
   """A stable hash of JSON-able parts (dict keys sorted)."""
-  blob = json.dumps(parts, sort_keys=True, default=repr, ensure_ascii=False)
-  return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+  return keys.digest(parts)
 
 
 class RolloutCache:

@@ -17,7 +17,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from optimas_jax.collect.cache import RolloutCache, content_hash
-from optimas_jax.llm import ledger
+from optimas_jax.core.keys import canonical_json
+from optimas_jax.core.pairs import pair_indices
+from optimas_jax.core import billing
 from optimas_jax.system import (BatchRng, Hyperparameters, ModelChoice, Prompt, System,
                                 SystemConfig, Trace, derive_seed)
 
@@ -31,10 +33,9 @@ class PreferenceGroup:
   candidates: tuple[dict, ...]
   scores: tuple[float, ...]
 
-  def pairs(self, min_gap: float = 1e-9) -> list[tuple[int, int]]:
-    """(chosen, rejected) index pairs: every ordered pair with a score gap."""
-    s = self.scores
-    return [(i, j) for i in range(len(s)) for j in range(len(s)) if s[i] - s[j] > min_gap]
+  def pairs(self) -> list[tuple[int, int]]:
+    """(chosen, rejected) index pairs: every ordered pair with a score gap (core/pairs.py)."""
+    return pair_indices(self.scores)
 
   @property
   def num_pairs(self) -> int:
@@ -70,7 +71,7 @@ class CollectStats:
 
 
 def _key(outputs: dict) -> str:
-  return json.dumps(outputs, sort_keys=True, default=repr, ensure_ascii=False)
+  return canonical_json(outputs)
 
 
 def _jsonable(value: Any) -> bool:
@@ -132,7 +133,7 @@ class PreferenceCollector:
     raises (its LLM call, its parser) or answers for the wrong number of inputs gives no
     alternatives for the batch, counted as failed candidates: the collection goes on."""
     try:
-      with ledger.component(comp.name):
+      with billing.component(comp.name):
         proposals = list(comp.propose(inputs, variable, extra, rng))
       if len(proposals) != len(inputs):
         raise ValueError(f"{comp.name}.propose returned {len(proposals)} lists for "

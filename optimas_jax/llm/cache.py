@@ -18,6 +18,7 @@ import pathlib
 import sqlite3
 import threading
 
+from optimas_jax.core.keys import canonical_json
 from optimas_jax.llm.base import Generation, Request, SamplingParams
 
 ENV_PATH = "OPTIMAS_LLM_CACHE"
@@ -48,8 +49,7 @@ def cache_key(model: str, request: Request, params: SamplingParams, seed: int | 
   payload = {"base_url": base_url.rstrip("/"), "model": model, "fingerprint": fingerprint,
              "request": request if isinstance(request, str) else list(request),
              "params": dataclasses.asdict(params), "seed": seed}
-  blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-  return hashlib.sha256(blob.encode()).hexdigest()
+  return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
 class ResponseCache:

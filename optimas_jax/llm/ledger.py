@@ -11,32 +11,17 @@ handing requests to their worker pools.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 import threading
-from typing import Iterator, Mapping
+from typing import Mapping
 
-DEFAULT_COMPONENT = "default"
+from optimas_jax.core import billing
 
-_current = contextvars.ContextVar("optimas_llm_component", default=None)
-
-
-@contextlib.contextmanager
-def component(name: str) -> Iterator[str]:
-  """Records LLM calls made inside the block (in this thread) under ``name``."""
-  if not isinstance(name, str) or not name:
-    raise ValueError(f"component name {name!r}; expected a non-empty string")
-  token = _current.set(name)
-  try:
-    yield name
-  finally:
-    _current.reset(token)
-
-
-def current_component(default: str | None = None) -> str:
-  """The innermost ``component(...)`` name, else ``default``, else "default"."""
-  return _current.get() or default or DEFAULT_COMPONENT
+# The billing context lives at the bottom (core/billing.py) so `system` can set it
+# without importing llm; re-exported here for callers of the ledger.
+component = billing.component
+current_component = billing.current_component
+DEFAULT_COMPONENT = billing.DEFAULT_COMPONENT
 
 
 @dataclasses.dataclass

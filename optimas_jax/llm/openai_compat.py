@@ -17,10 +17,8 @@ Standard library only (urllib).
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import ipaddress
 import json
-import numbers
 import os
 import random
 import socket
@@ -32,6 +30,7 @@ from typing import Any, Sequence
 
 from absl import logging
 
+from optimas_jax.core.seeds import row_seeds
 from optimas_jax.llm import cache as cache_lib
 from optimas_jax.llm import ledger as ledger_lib
 from optimas_jax.llm.base import LLM, Generation, Request, SamplingParams, Usage
@@ -71,58 +70,6 @@ class _Retryable(Exception):
   def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
     super().__init__(message)
     self.status, self.retry_after = status, retry_after
-
-
-def seed_from_rng(rng: Any) -> int:
-  """An int seed from an int or a jax PRNG key (raw uint32 or typed)."""
-  if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
-    return int(rng)
-  import jax        # only for keys: an int seed keeps this module jax-free
-  import numpy as np
-  arr = rng
-  if jax.dtypes.issubdtype(getattr(rng, "dtype", None), jax.dtypes.prng_key):
-    arr = jax.random.key_data(rng)
-  data = np.asarray(arr)
-  if data.dtype != np.uint32:
-    raise TypeError(f"rng={rng!r}; expected an int seed or a jax PRNG key")
-  return int.from_bytes(hashlib.sha256(data.tobytes()).digest()[:4], "little") & 0x7FFFFFFF
-
-
-def sample_seed(seed: int, sample_index: int) -> int:
-  """The k-th seed derived from ``seed``: ``seed`` itself, then hashed ones."""
-  if sample_index == 0:
-    return seed
-  digest = hashlib.sha256(f"{seed}/{sample_index}".encode()).digest()
-  return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-def row_seeds(rng: Any, num_rows: int) -> list[int]:
-  """One int seed per request, each from that request's own key or seed.
-
-  ``rng`` is one key or seed per request (a stacked jax key array, typed
-  (N,) or raw (N, 2), or a list of ints), or a single jax key / int, in
-  which case request r gets ``sample_seed(seed, r)`` (the HTTP analogue of
-  folding the row index into the key).
-  """
-  if isinstance(rng, (list, tuple)):
-    seeds = [seed_from_rng(r) for r in rng]
-  elif isinstance(rng, numbers.Integral):
-    seeds = None
-  else:
-    import jax
-    import numpy as np
-    typed = jax.dtypes.issubdtype(getattr(rng, "dtype", None), jax.dtypes.prng_key)
-    stacked = np.ndim(rng) == (1 if typed else 2)
-    # One host copy of the key data, then a hash per row (as seed_from_rng of each key).
-    data = np.asarray(jax.random.key_data(rng) if typed else rng)
-    seeds = [seed_from_rng(row) for row in data] if stacked else None
-  if seeds is None:
-    seed = seed_from_rng(rng)
-    return [sample_seed(seed, r) for r in range(num_rows)]
-  if len(seeds) != num_rows:
-    raise ValueError(f"rng holds {len(seeds)} keys or seeds for {num_rows} requests; pass one "
-                     "per request or a single key/seed")
-  return seeds
 
 
 def _secret(value: str | None) -> _Secret | None:

@@ -62,6 +62,8 @@ import numpy as np
 
 from absl import logging
 
+from optimas_jax.core.keys import canonical_json
+from optimas_jax.core.seeds import derive_seed
 from optimas_jax.llm.base import LLM, Generation, SamplingParams
 
 MAX_BODY_BYTES = 16 << 20
@@ -326,8 +328,7 @@ class Server(http.server.ThreadingHTTPServer):
     ``content`` and its repeat count, else None (the batcher draws one)."""
     if seed is not None or self.seed is None:
       return seed
-    from optimas_jax.system.seeds import derive_seed
-    key = json.dumps(content, sort_keys=True, default=str)
+    key = canonical_json(content)
     # Counted by digest: a long-lived server must not keep every prompt it saw.
     digest = hashlib.sha256(key.encode()).digest()
     with self._lock:

@@ -6,11 +6,22 @@ second with the field's name and the fix, not an hour into a run.
 
 from __future__ import annotations
 
+import dataclasses
+
 from optimas_jax.loop.gate import SPENDING, TESTS
 from optimas_jax.loop.methods import METHODS
 from optimas_jax.lrf.config import validate_lrf_config
+from optimas_jax.optimize.policy import PolicyConfig
+from optimas_jax.rl import config as rl_config
 
 SELECTIONS = ("uniform", "gap_softmax", "round_robin")
+
+
+def _check_fields(where: str, given, dataclass) -> None:
+  known = {f.name for f in dataclasses.fields(dataclass)}
+  unknown = sorted(set(given) - known)
+  if unknown:
+    raise ValueError(f"config.{where}: unknown fields {unknown}; known: {sorted(known)}")
 
 
 def validate(config) -> None:
@@ -31,7 +42,7 @@ def validate(config) -> None:
     bad("loop.selection_temperature", f"got {loop.selection_temperature}; use > 0")
   if loop.gate not in TESTS:
     bad("loop.gate", f"got {loop.gate!r}; choose one of {TESTS}")
-  if loop.get("gate_spending", "series") not in SPENDING:
+  if loop.gate_spending not in SPENDING:
     bad("loop.gate_spending", f"got {loop.gate_spending!r}; choose one of {SPENDING}")
   if not 0 < loop.gate_confidence < 1:
     bad("loop.gate_confidence", f"got {loop.gate_confidence}; use a value in (0, 1), e.g. 0.9")
@@ -47,25 +58,18 @@ def validate(config) -> None:
     if collect[field] < 1:
       bad(f"collect.{field}", f"got {collect[field]}; use >= 1")
   optimizers = config.optimizers
-  for field, low in (("search_budget", 1), ("policy_steps", 1), ("policy_group", 1),
-                     ("prompt_llm_proposals", 0), ("prompt_edit_proposals", 0)):
+  for field, low in (("search_budget", 1), ("prompt_llm_proposals", 0),
+                     ("prompt_edit_proposals", 0)):
     if optimizers[field] < low:
       bad(f"optimizers.{field}", f"got {optimizers[field]}; use >= {low}")
-  if optimizers.policy_lr <= 0:
-    bad("optimizers.policy_lr", f"got {optimizers.policy_lr}; use > 0")
+  _check_fields("optimizers.policy", optimizers.policy, PolicyConfig)
+  PolicyConfig(**optimizers.policy)           # raises naming config.optimizers.policy.<field>
   rl = optimizers.get("rl")
   if rl is not None:
-    if rl.algorithm not in ("grpo", "ppo"):
-      bad("optimizers.rl.algorithm", f"got {rl.algorithm!r}; choose 'grpo' or 'ppo'")
-    for field, low in (("steps", 1), ("prompts", 1), ("group", 2), ("inner_epochs", 1),
-                       ("metric_rollouts", 1)):
+    for field, low in (("steps", 1), ("prompts", 1), ("metric_rollouts", 1)):
       if rl[field] < low:
         bad(f"optimizers.rl.{field}", f"got {rl[field]}; use >= {low}")
-    for field in ("learning_rate", "temperature", "clip_eps"):
-      if not rl[field] > 0:
-        bad(f"optimizers.rl.{field}", f"got {rl[field]}; use > 0")
-    if rl.kl_coef < 0:
-      bad("optimizers.rl.kl_coef", f"got {rl.kl_coef}; use >= 0")
+    rl_config.from_experiment(rl)             # raises naming config.optimizers.rl.<field>
   if METHODS[config.method].trains_lrf:
     validate_lrf_config(config.lrf)
     for field in ("initial_epochs", "replay_pairs"):

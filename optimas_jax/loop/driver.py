@@ -280,7 +280,7 @@ class OptimasLoop:
     candidate_scores = self.val_scores(candidate)
     self.state.gates += 1
     loop = self.loop_config
-    alpha = gate_lib.level(loop.gate_confidence, loop.get("gate_spending", "series"),
+    alpha = gate_lib.level(loop.gate_confidence, loop.gate_spending,
                            self.state.gates, loop.iterations)
     decision = gate_lib.decide(
         incumbent, candidate_scores, test=loop.gate, confidence=loop.gate_confidence,

@@ -126,9 +126,7 @@ class LrfObjective:
         return self.rewards.score(comp, [inputs[i] for i in rows], list(outputs))
 
       return text_policy.optimize(adapter, params, inputs, lrf_reward, optimizer_config.rl, rng)
-    policy_config = policy_lib.PolicyConfig(
-        optimizer_config.policy_steps, optimizer_config.policy_group,
-        optimizer_config.policy_lr, optimizer_config.policy_kl)
+    policy_config = policy_lib.PolicyConfig(**optimizer_config.policy)
     inputs = [t.steps[comp].inputs for t in self.traces if comp in t.steps]
     if not inputs:
       return params, {"skipped": "the component ran on no training trace"}

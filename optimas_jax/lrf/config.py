@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from optimas_jax.core.pairs import MIN_GAP
+
 DEFAULT_TEMPLATE = (
     "You are an evaluator for a module.\n"
     "Module task: {description}\n\n"
@@ -36,7 +38,7 @@ def default_lrf_config() -> ml_collections.ConfigDict:
   c.buckets = (32, 64, 128)      # padded lengths; last must equal max_len
 
   c.loss = ml_collections.ConfigDict(
-      dict(min_gap=1e-6, margin=0.0, gap_weighting=False, min_weight=0.1))
+      dict(min_gap=MIN_GAP, margin=0.0, gap_weighting=False, min_weight=0.1))
 
   c.optim = ml_collections.ConfigDict(
       dict(lr=1e-4, weight_decay=0.01, warmup_steps=10, schedule="cosine",
@@ -67,7 +69,7 @@ def validate_lrf_config(c: ml_collections.ConfigDict, num_devices: int = 1):
       bad("lora.rank", f"got {c.lora.rank}; use >= 1")
     if not c.lora.targets:
       bad("lora.targets", "empty; name modules such as ('query', 'value')")
-  if c.get("cache_mb", 1024) <= 0:
+  if c.cache_mb <= 0:
     bad("cache_mb", f"got {c.cache_mb}; use > 0 (megabytes of cached activations)")
   buckets = tuple(c.buckets)
   if not buckets or list(buckets) != sorted(set(buckets)):

@@ -7,6 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
+from optimas_jax.core import pairs
 from optimas_jax.lrf.text import TextEncoder, text_key
 
 Fields = tuple[tuple[str, str], ...]
@@ -33,9 +34,8 @@ class EncodedGroup:
   def length(self) -> int:
     return max(len(i) for i in self.ids)
 
-  def num_pairs(self, min_gap: float = 1e-6) -> int:
-    s = self.scores
-    return int(np.sum(s[:, None] - s[None, :] > min_gap))
+  def num_pairs(self) -> int:
+    return pairs.num_pairs(self.scores)
 
 
 def groups_from_pairs(rows) -> list[Group]:

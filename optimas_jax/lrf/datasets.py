@@ -1,23 +1,22 @@
 """Preference groups from the task files in ../shared/data (and a synthetic set).
 
 - amazon: a session (product sequence) and its 4 candidate next items,
-  scored 1 for the ground-truth item, 0 otherwise. Split as the reference:
-  first 80% of the file train(+val), last 20% test.
+  scored 1 for the ground-truth item, 0 otherwise. Parsed and split by the
+  task's loader (tasks/data/amazon.py): its train+val -> train, test -> held out.
 - pubmedqa: a question (+ context) and the answers yes/no/maybe, scored 1
-  for the ground truth. Train file -> train, test file -> held out.
+  for the ground truth; the task's loader's train+val -> train, test -> held out.
 - synthetic: deterministic toy groups (tests; needs no files).
 """
 
 from __future__ import annotations
 
-import ast
-import csv
-import json
 import pathlib
 
 import numpy as np
 
 from optimas_jax.lrf.data import Group
+from optimas_jax.tasks.data import amazon as amazon_data
+from optimas_jax.tasks.data import pubmedqa as pubmedqa_data
 
 DESCRIPTIONS = {
     "amazon": "Given a user's recent product sequence, select the product "
@@ -28,50 +27,31 @@ DESCRIPTIONS = {
 }
 
 
-def _need(path: pathlib.Path) -> pathlib.Path:
-  if not path.exists():
-    raise FileNotFoundError(f"{path} not found; set config.data.root to the "
-                            "folder holding amazon/ and pubmedqa/")
-  return path
-
-
 def amazon_groups(root, component: int) -> tuple[list[Group], list[Group]]:
-  path = _need(pathlib.Path(root) / "amazon" /
-               "session_based_next_item_selection_dataset.csv")
-  with open(path, newline="", encoding="utf-8") as f:
-    rows = list(csv.DictReader(f))
-  groups = []
-  for row in rows:
-    session = row["question"].split("Product Sequence:", 1)[-1].strip()
-    choices = ast.literal_eval(row["choices"])
-    answer = int(row["answer"])
-    groups.append(Group(
-        component, (("product sequence", session),),
-        tuple((("next product", c),) for c in choices),
-        tuple(1.0 if i == answer else 0.0 for i in range(len(choices)))))
-  n_train = int(len(groups) * 0.8)
-  return groups[:n_train], groups[n_train:]
+  """Train+val of the task's split (tasks/data/amazon.py) -> train; its test -> held out."""
+  splits = amazon_data.load(pathlib.Path(root) / "amazon").splits
+
+  def group(ex):
+    session = ex["question"].split(amazon_data.MARKER, 1)[-1].strip()
+    return Group(component, (("product sequence", session),),
+                 tuple((("next product", c),) for c in ex["choices"]),
+                 tuple(1.0 if i == ex["answer"] else 0.0 for i in range(len(ex["choices"]))))
+
+  return ([group(ex) for ex in splits["train"] + splits["val"]],
+          [group(ex) for ex in splits["test"]])
 
 
-def _pubmed_file(path, component):
-  groups = []
-  with open(_need(path), encoding="utf-8") as f:
-    for line in f:
-      ex = json.loads(line)
-      gt = ex["groundtruth"].strip().lower()
-      answers = ("yes", "no", "maybe")
-      groups.append(Group(
-          component, (("question", ex["question"]),
-                      ("context", " ".join(ex["context"]))),
-          tuple((("answer", a),) for a in answers),
-          tuple(1.0 if a == gt else 0.0 for a in answers)))
-  return groups
+def pubmedqa_groups(root, component: int) -> tuple[list[Group], list[Group]]:
+  """The train file (train+val of tasks/data/pubmedqa.py) -> train; the test file -> held out."""
+  splits = pubmedqa_data.load(pathlib.Path(root) / "pubmedqa").splits
 
+  def group(ex):
+    return Group(component, (("question", ex["question"]), ("context", " ".join(ex["context"]))),
+                 tuple((("answer", a),) for a in pubmedqa_data.LABELS),
+                 tuple(1.0 if a == ex["groundtruth"] else 0.0 for a in pubmedqa_data.LABELS))
 
-def pubmedqa_groups(root, component: int):
-  root = pathlib.Path(root) / "pubmedqa"
-  return (_pubmed_file(root / "combined_PubMedQA_train.jsonl", component),
-          _pubmed_file(root / "combined_PubMedQA_test.jsonl", component))
+  return ([group(ex) for ex in splits["train"] + splits["val"]],
+          [group(ex) for ex in splits["test"]])
 
 
 def synthetic_groups(component: int, n: int = 48, seed: int = 0):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from optimas_jax.core.pairs import MIN_GAP
+
 
 def pair_mask(mc, valid, min_gap):
   """(G, N, N) bool: pair (i, j) counts when i beats j by more than min_gap."""
@@ -34,7 +36,7 @@ def pair_weights(gap, mask, min_weight):
   return jnp.where(mask, w, 0.0)
 
 
-def grouped_bt(r, mc, valid, *, min_gap=1e-6, margin=0.0, gap_weighting=False,
+def grouped_bt(r, mc, valid, *, min_gap=MIN_GAP, margin=0.0, gap_weighting=False,
                min_weight=0.1):
   """Masked (weighted) mean BT loss; 0, not NaN, when no pair is valid.
 
@@ -77,7 +79,7 @@ def pair_stats(aux, component_ids, num_components):
 
 
 def group_kendall_sums(r, mc, valid, component_ids, num_components,
-                       min_gap=1e-6):
+                       min_gap=MIN_GAP):
   """Per-component (concordant - discordant, pairs) over within-group pairs.
 
   Kendall tau-a restricted to pairs inside a group, since Monte-Carlo scores

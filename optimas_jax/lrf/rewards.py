@@ -23,7 +23,7 @@ from optimas_jax.lrf.model import build_lrf
 from optimas_jax.lrf.score import Scorer
 from optimas_jax.lrf.text import TextEncoder
 from optimas_jax.lrf.train import Trainer
-from optimas_jax.system.seeds import derive_seed
+from optimas_jax.core.seeds import derive_seed
 
 if TYPE_CHECKING:  # collect/ sits above lrf/: its groups are only read here
   from optimas_jax.collect.preferences import PreferenceGroup

@@ -1,6 +1,6 @@
 """`run(config, workdir)`: build preference groups, train the LRF, evaluate.
 
-Writes workdir/config.json, workdir/metrics.jsonl (one JSON line per logged
+Writes workdir/metrics.jsonl (one JSON line per logged
 step; `split` is "train" or "eval") and orbax checkpoints under
 workdir/checkpoints. Called by optimas_jax.main when config.job == "lrf".
 """
@@ -17,6 +17,7 @@ import numpy as np
 from absl import logging
 
 from optimas_jax import checkpoint
+from optimas_jax.metrics_log import MetricsLog
 from optimas_jax.lrf import datasets
 from optimas_jax.lrf.buckets import plan_epoch
 from optimas_jax.lrf.config import validate_lrf_config
@@ -24,11 +25,6 @@ from optimas_jax.lrf.data import encode_groups
 from optimas_jax.lrf.model import build_lrf
 from optimas_jax.lrf.text import TextEncoder
 from optimas_jax.lrf.train import StepEnd, Trainer, raise_if_not_finite, steps_per_epoch
-
-
-def _write_line(path: pathlib.Path, record: dict):
-  with open(path, "a", encoding="utf-8") as f:
-    f.write(json.dumps(record) + "\n")
 
 
 def _train_record(step, metrics, lr):
@@ -52,8 +48,7 @@ def run(config, workdir) -> dict:
   validate_lrf_config(cfg, jax.device_count())
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-  metrics_path = workdir / "metrics.jsonl"
+  metrics = MetricsLog(workdir / "metrics.jsonl")
 
   from optimas_jax.models.registry import load_backbone  # heavy; import late
   backbone = load_backbone(cfg.backbone, jnp.dtype(cfg.dtype))
@@ -88,7 +83,7 @@ def run(config, workdir) -> dict:
   def evaluate(state, step):
     rec = dict(step=step, split="eval",
                per_component=trainer.evaluate(state, held, eval_plan))
-    _write_line(metrics_path, rec)
+    metrics.write(rec)
     return rec
 
   t0, last_eval = time.time(), None
@@ -99,7 +94,7 @@ def run(config, workdir) -> dict:
       rec = _train_record(end.step, end.metrics, cfg.optim.lr)
       rec["elapsed_s"] = time.time() - t0
       rec["epoch"] = end.epoch
-      _write_line(metrics_path, rec)
+      metrics.write(rec)
     if end.epoch_end and held:
       last_eval = evaluate(end.state, end.step)
     if end.step % cfg.checkpoint_every == 0 or end.last:

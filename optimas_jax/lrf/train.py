@@ -21,6 +21,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from optimas_jax.core.mesh import make_mesh
 from optimas_jax.lrf import loss as loss_lib
 from optimas_jax.lrf.buckets import collate, plan_epoch
 from optimas_jax.lrf.cache import ActivationCache
@@ -195,10 +196,6 @@ def summarize(sums: dict[str, np.ndarray]) -> dict[str, list[float]]:
   return out
 
 
-def make_mesh() -> Mesh:
-  return Mesh(np.array(jax.devices()), ("data",))
-
-
 def steps_per_epoch(groups: Sequence, cfg) -> int:
   """Optimizer steps in one epoch over `groups` (independent of seed and epoch)."""
   per_step = cfg.groups_per_batch * cfg.accum_steps
@@ -242,7 +239,7 @@ class Trainer:
                          min_weight=cfg.loss.min_weight)
     use_cache = cfg.cache_frozen and lrf.frozen_prefix is not None
     self.cache = cache if cache is not None else (
-        ActivationCache(lrf, cfg.buckets, max_bytes=cfg.get("cache_mb", 1024) << 20)
+        ActivationCache(lrf, cfg.buckets, max_bytes=cfg.cache_mb << 20)
         if use_cache else None)
     self.repl = NamedSharding(self.mesh, P())
     self.data = NamedSharding(self.mesh, P(None, "data"))

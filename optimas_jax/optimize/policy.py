@@ -27,21 +27,29 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+
 NEG = -1e9
 
 
 @dataclasses.dataclass(frozen=True)
 class PolicyConfig:
-  steps: int = 20
-  group_size: int = 4
-  learning_rate: float = 3e-3
-  kl_coef: float = 0.05
+  """A ranking policy's local step (config.optimizers.policy.<field>, same names)."""
+
+  steps: int = 30
+  group_size: int = 8
+  learning_rate: float = 0.05
+  kl_coef: float = 0.02
 
   def __post_init__(self):
     for name in ("steps", "group_size"):
       if getattr(self, name) < 1:
-        raise ValueError(f"config.optimizers.policy_{name}: must be >= 1, got "
+        raise ValueError(f"config.optimizers.policy.{name}: must be >= 1, got "
                          f"{getattr(self, name)}")
+    if not self.learning_rate > 0:
+      raise ValueError(f"config.optimizers.policy.learning_rate: must be > 0, got "
+                       f"{self.learning_rate}")
+    if not self.kl_coef >= 0:
+      raise ValueError(f"config.optimizers.policy.kl_coef: must be >= 0, got {self.kl_coef}")
 
 
 def masked_log_softmax(logits, mask):
@@ -73,12 +81,6 @@ def sample_orderings(params, features, mask, key, *, apply_fn, group_size: int, 
   logits = jnp.where(mask, apply_fn(params, features), NEG)
   gumbel = jax.random.gumbel(key, (logits.shape[0], group_size, logits.shape[1]))
   return jax.lax.top_k(logits[:, None, :] + gumbel, picks)[1].astype(jnp.int32)
-
-
-def greedy_ordering(logits: np.ndarray, mask: np.ndarray, picks: int) -> np.ndarray:
-  """(B, picks) the deployed ranking: options by score, best first (stable)."""
-  scores = np.where(mask, np.asarray(logits), -np.inf)
-  return np.argsort(-scores, axis=-1, kind="stable")[:, :picks]
 
 
 def _loss(params, ref_logp, features, mask, orderings, advantages, *, apply_fn, kl_coef):

@@ -10,11 +10,11 @@ the best point (one dimension changed at a time).
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from optimas_jax.core.keys import canonical_json
 from optimas_jax.system import Choice, FloatRange, Hyperparameters, IntRange, ModelChoice
 
 
@@ -26,7 +26,7 @@ class SearchResult:
 
 
 def _key(v) -> str:
-  return json.dumps(v, sort_keys=True, default=repr)
+  return canonical_json(v)
 
 
 def _neighbours(spec: Hyperparameters, point: dict, rng: np.random.Generator) -> list[dict]:

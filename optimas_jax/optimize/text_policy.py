@@ -1,7 +1,7 @@
 """RL of an LLM component's LoRA adapter against a host-side reward (a local step).
 
 The component (tasks.base.TextPolicy) is trained where it runs: each RL
-step draws `prompts` of the iteration's component inputs, samples `group`
+step draws `prompts` of the iteration's component inputs, samples `group_size`
 completions of each with the current adapter, turns every completion into
 the component's output dict through the component's own `output`, and asks
 the reward for one number per (input, output). The reward is the LRF
@@ -35,18 +35,16 @@ RewardFn = Callable[[Sequence[int], Sequence[dict]], np.ndarray]
 def optimize(policy, adapter, inputs: Sequence[dict], reward: RewardFn, rl_config,
              rng: np.random.Generator) -> tuple[Any, dict]:
   """`rl_config.steps` RL steps from `adapter`; returns (new adapter, stats)."""
-  from optimas_jax.rl.config import RLConfig
+  from optimas_jax.rl.config import from_experiment
   from optimas_jax.rl.trainer import RLTrainer
   if not inputs:
     return adapter, {"skipped": "the component ran on no training trace"}
   requests = policy.requests(inputs)
   prompts = [policy.llm.render(r) for r in requests]
-  trainer = RLTrainer(policy.llm, RLConfig(
-      algorithm=rl_config.algorithm, group_size=rl_config.group,
-      inner_epochs=rl_config.inner_epochs, learning_rate=rl_config.learning_rate,
-      kl_coef=rl_config.kl_coef, clip_eps=rl_config.clip_eps,
-      temperature=rl_config.temperature, max_new_tokens=policy.max_new_tokens,
-      lora=lora_config_of(adapter)), adapter=adapter, seed=int(rng.integers(2**31)))
+  group = rl_config.group_size
+  trainer = RLTrainer(policy.llm, from_experiment(
+      rl_config, max_new_tokens=policy.max_new_tokens, lora=lora_config_of(adapter)),
+      adapter=adapter, seed=int(rng.integers(2**31)))
   history, t0 = [], time.time()
   for step in range(rl_config.steps):
     chosen = [int(i) for i in rng.choice(len(inputs), size=min(rl_config.prompts, len(inputs)),
@@ -55,10 +53,10 @@ def optimize(policy, adapter, inputs: Sequence[dict], reward: RewardFn, rl_confi
     def reward_fn(step_prompts: list[str], completions: list[str], chosen=chosen) -> np.ndarray:
       # RLTrainer.step's contract: prompt k's `group` samples are rows k*group..(k+1)*group-1.
       # Rows by position, never by prompt text: two inputs may render to one prompt.
-      if len(completions) != len(chosen) * rl_config.group:
+      if len(completions) != len(chosen) * group:
         raise ValueError(f"{len(completions)} completions for {len(chosen)} prompts x "
-                         f"group {rl_config.group}")
-      rows = [chosen[k // rl_config.group] for k in range(len(completions))]
+                         f"group {group}")
+      rows = [chosen[k // group] for k in range(len(completions))]
       return np.asarray(reward(rows, [policy.output(c) for c in completions]), np.float32)
 
     stats = trainer.step([prompts[i] for i in chosen], reward_fn,
@@ -68,4 +66,4 @@ def optimize(policy, adapter, inputs: Sequence[dict], reward: RewardFn, rl_confi
   return trainer.adapter, {
       "rl_steps": len(history), "reward_first": rewards[0], "reward_last": rewards[-1],
       "kl_last": float(history[-1].get("kl") or 0.0),
-      "samples": len(history) * len(chosen) * rl_config.group, "seconds": time.time() - t0}
+      "samples": len(history) * len(chosen) * group, "seconds": time.time() - t0}

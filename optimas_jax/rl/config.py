@@ -27,11 +27,11 @@ class RLConfig:
   algorithm: Literal["grpo", "ppo"] = "grpo"
   group_size: int = 4
   clip_eps: float = 0.2
-  kl_coef: float = 0.04
-  inner_epochs: int = 1
+  kl_coef: float = 0.05
+  inner_epochs: int = 2
   minibatches: int = 1
   accum_steps: int = 1
-  learning_rate: float = 1e-5
+  learning_rate: float = 2e-4
   weight_decay: float = 0.0
   max_grad_norm: float = 1.0
   max_new_tokens: int = 32
@@ -48,10 +48,10 @@ class RLConfig:
   # merged | unmerged LoRA in the update's forward/backward (measured: lora.py).
   lora_application: lora_lib.Mode = lora_lib.TRAINING_MODE
 
-  def validate(self) -> "RLConfig":
-    """Raises ValueError naming the bad field and its fix; returns self."""
+  def validate(self, where: str = "RLConfig.") -> "RLConfig":
+    """Raises ValueError naming the bad field (as `where` + field) and its fix; returns self."""
     def bad(field, msg):
-      raise ValueError(f"RLConfig.{field}={getattr(self, field)!r}: {msg}")
+      raise ValueError(f"{where}{field}={getattr(self, field)!r}: {msg}")
 
     if self.algorithm not in ALGORITHMS:
       bad("algorithm", f"use one of {ALGORITHMS}")
@@ -78,3 +78,21 @@ class RLConfig:
     if not isinstance(self.lora, lora_lib.LoraConfig):
       bad("lora", "use an models.lora.LoraConfig")
     return self
+
+
+# The RLConfig fields an experiment sets (config.optimizers.rl.<field>, same
+# names); the rest follow from the component (max_new_tokens, lora).
+EXPERIMENT_FIELDS = ("algorithm", "group_size", "inner_epochs", "learning_rate", "kl_coef",
+                     "clip_eps", "temperature")
+
+
+def experiment_defaults() -> dict:
+  """The defaults of config.optimizers.rl's RLConfig fields: RLConfig's own."""
+  default = RLConfig()
+  return {f: getattr(default, f) for f in EXPERIMENT_FIELDS}
+
+
+def from_experiment(rl, **fixed) -> RLConfig:
+  """The RLConfig of `config.optimizers.rl`, validated (errors name the config field)."""
+  return RLConfig(**{f: rl[f] for f in EXPERIMENT_FIELDS}, **fixed).validate(
+      where="config.optimizers.rl.")

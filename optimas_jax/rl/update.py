@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from optimas_jax.lrf.train import make_mesh
+from optimas_jax.core.mesh import make_mesh
 from optimas_jax.rl import objective
 from optimas_jax.rl.config import RLConfig
 

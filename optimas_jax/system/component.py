@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Sequence
 
-from optimas_jax.llm import ledger
+from optimas_jax.core import billing
 from optimas_jax.system import variables
 from optimas_jax.system.counters import Counters
 from optimas_jax.system.execution import ExampleFailure, RetryPolicy, call_with_retries
-from optimas_jax.system.seeds import BatchRng
+from optimas_jax.core.seeds import BatchRng
 
 # (inputs, variable value, rng) -> outputs; an output slot may hold an
 # Exception to fail that example alone.
@@ -83,8 +83,8 @@ def execute(component: Component, inputs: Sequence[dict], variable, rng: BatchRn
     counters.add(component.name, retries=1)
 
   def run_batch(batch, batch_rng):
-    # LLM backends bill their calls to the component named here (llm.ledger).
-    with ledger.component(component.name):
+    # LLM backends bill their calls to the component named here (core/billing.py; llm/ledger.py records them).
+    with billing.component(component.name):
       return list(call_with_retries(lambda: component.call(batch, variable, batch_rng),
                                     component.retry, count_retry))
 

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from optimas_jax import atomic
+from optimas_jax.core.keys import canonical_json
 from optimas_jax.system.variables import ModelParameters
 
 
@@ -99,7 +100,7 @@ class SystemConfig(Mapping):
         h.update(f"{path}|{dtype}|{np.shape(leaf)}|".encode())
         h.update(raw)
     else:
-      h.update(json.dumps(self._values[name], sort_keys=True, default=str).encode())
+      h.update(canonical_json(self._values[name]).encode())
     return h.hexdigest()
 
   # ------------------------------------------------------------ persistence

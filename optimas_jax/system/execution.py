@@ -12,7 +12,7 @@ import dataclasses
 import time
 from typing import Any, Callable, Sequence
 
-from optimas_jax.system.seeds import BatchRng
+from optimas_jax.core.seeds import BatchRng
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ from optimas_jax.system.component import Component, execute
 from optimas_jax.system.config import SystemConfig
 from optimas_jax.system.counters import BudgetSpent, Counters
 from optimas_jax.system.execution import ExampleFailure
-from optimas_jax.system.seeds import BatchRng, derive_seed
+from optimas_jax.core.seeds import BatchRng, derive_seed
 
 
 class SystemDefinitionError(ValueError):

@@ -11,7 +11,7 @@ from optimas_jax.llm import Generation, SamplingParams, Usage
 from optimas_jax.llm import cache as cache_lib
 from optimas_jax.llm import factory
 from optimas_jax.llm import ledger as ledger_lib
-from optimas_jax.llm.openai_compat import row_seeds, sample_seed, seed_from_rng
+from optimas_jax.core.seeds import row_seeds, sample_seed, seed_from_rng
 
 URL = "http://127.0.0.1:8000/v1"
 

@@ -93,7 +93,7 @@ def test_render_follows_the_ordering_and_keeps_similarities_aligned():
 def test_the_policy_optimizer_rewards_exactly_what_the_profiler_deploys():
   # Train/deploy agreement: the component's output for any parameters is the
   # render of the policy's greedy ordering, the mode of what training samples.
-  from optimas_jax.optimize.policy import greedy_ordering
+  from optimas_jax.core.ranking import greedy_ordering
   x = {"session_focus": EXAMPLE["sequence"], "focus_weights": [0, 0, 1],
        "choices": EXAMPLE["choices"]}
   system, cfg = _system()

@@ -40,9 +40,9 @@ def build_llm(config) -> Task:
   from optimas_jax.tasks.amazon import llm_system
   from optimas_jax.tasks.base import TextPolicy
   # Bad settings fail before the data and the LLM load.
-  sizes = llm_system.PromptSizes(config.system.get("session_items", 5),
-                                 config.system.get("title_chars", 80))
-  variable = config.system.get("policy_variable", "lora")
+  # Defaults live in the experiment file (experiments/amazon.py), not here.
+  sizes = llm_system.PromptSizes(config.system.session_items, config.system.title_chars)
+  variable = config.system.policy_variable
   llm_system.check_variable(variable)
   loaded = data_lib.load("amazon", config.data.path or None, config.data.on_error)
   splits = {name: rows[:config.data.get(f"max_{name}", len(rows)) or len(rows)]

@@ -34,9 +34,9 @@ def make_sandbox(cfg, data_path: str = "") -> Sandbox:
   raises SandboxError at once if this machine cannot run it or cannot isolate it."""
   limits = Limits(wall_s=cfg.wall_s, cpu_s=cfg.cpu_s, memory_bytes=cfg.memory_mb << 20,
                   file_bytes=cfg.file_mb << 20, processes=cfg.processes,
-                  disk_bytes=cfg.get("disk_mb", 64) << 20,
+                  disk_bytes=cfg.disk_mb << 20,
                   output_bytes=cfg.output_kb << 10, kept_output_bytes=cfg.kept_output_kb << 10)
-  require = () if cfg.get("allow_weak_isolation", False) else REQUIRED_ISOLATION
+  require = () if cfg.allow_weak_isolation else REQUIRED_ISOLATION
   return Sandbox(limits, workers=cfg.workers, network=cfg.network,
                  hide=harness.benchmark_paths([data_path] if data_path else []),
                  require=require)
@@ -49,11 +49,11 @@ def validate(config) -> None:
                 "kept_output_kb"):
     if not cfg[field] > 0:
       raise ValueError(f"config.sandbox.{field}={cfg[field]}; use > 0")
-  if cfg.get("disk_mb", 64) <= 0:
+  if cfg.disk_mb <= 0:
     raise ValueError(f"config.sandbox.disk_mb={cfg.disk_mb}; use > 0")
   if cfg.network not in ("auto", "hook", "namespace"):
     raise ValueError(f"config.sandbox.network={cfg.network!r}; choose auto, hook or namespace")
-  if not isinstance(cfg.get("allow_weak_isolation", False), bool):
+  if not isinstance(cfg.allow_weak_isolation, bool):
     raise ValueError("config.sandbox.allow_weak_isolation: use True or False")
 
 

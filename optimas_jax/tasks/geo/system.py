@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optimas_jax import system as osys
-from optimas_jax.optimize.policy import greedy_ordering
+from optimas_jax.core.ranking import greedy_ordering
 from optimas_jax.tasks import llm_calls, metrics
 from optimas_jax.tasks.geo import data, readers
 
