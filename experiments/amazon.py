@@ -14,7 +14,9 @@ prompt; needs $OPENAI_API_KEY or an OpenAI-compatible $OPENAI_BASE_URL),
 SmolLM2-135M LoRA policies trained by RL against their LRFs,
 tasks/amazon/llm_system.py; sized for a 2-core CPU, raise data.max_* and
 optimizers.rl.* on a GPU; `--config.system.policy_variable=prompt` makes the
-two stages' prompts the variables instead, the comparison's prompt arm).
+two stages' prompts the variables instead, the comparison's prompt arm;
+`python -m optimas_jax.compare --config=experiments/amazon.py:llm ...` runs the
+four arms of config.arms).
 """
 
 import os
@@ -69,6 +71,7 @@ def get_config(arg=None):
     config.loop.iterations = 2
     config.loop.examples_per_iteration = 6
     common.use_rl_cpu_sizes(config)
+    config.arms = common.rl_arms("system.policy_variable")
     if "smoke" in args:
       config.data.max_train, config.data.max_val, config.data.max_test = 8, 4, 4
       config.collect.initial_examples = 4

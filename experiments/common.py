@@ -33,6 +33,9 @@ def optimas_config() -> ml_collections.ConfigDict:
   config.method = "optimas"          # optimas | optimas_static | coordinate | unoptimized
   config.task = ""
   config.init_from = ""              # DIR or DIR/checkpoints/<step>: fork a run
+  # The arms `python -m optimas_jax.compare` runs (optimas_jax/methods/compare.py):
+  # dict(name=, method=, overrides={"dotted.field": value}); empty: --methods names them.
+  config.arms = ()
 
   config.collect = ml_collections.ConfigDict(dict(
       num_candidates=4,              # n re-samples per input (dedupe after)
@@ -100,6 +103,15 @@ def use_minilm_lrf(config, max_len: int, buckets: tuple[int, ...]) -> None:
   config.lrf.buckets = buckets
   config.lrf.groups_per_batch = 8
   config.lrf.max_candidates = 4
+
+
+def rl_arms(variable_field: str) -> tuple[dict, ...]:
+  """The RL comparison's arms: the LoRA policy against the LRF (Optimas) and against the
+  true metric (coordinate), the same component as a prompt under Optimas, unoptimized."""
+  return (dict(name="rl_lrf", method="optimas"),
+          dict(name="rl_metric", method="coordinate"),
+          dict(name="prompt_lrf", method="optimas", overrides={variable_field: "prompt"}),
+          dict(name="unoptimized", method="unoptimized"))
 
 
 def use_rl_cpu_sizes(config) -> None:

@@ -10,7 +10,7 @@ served by `optimas_jax.serve` on loopback (started here, in-process) and
 called through LiteLLM like any OpenAI-compatible endpoint; `--base_url`
 uses a server you started yourself.
 
-`peers.dspy_program.from_dspy` turns the program into an optimas_jax System
+`adapt.dspy.from_dspy` turns the program into an optimas_jax System
 (one component per predictor, its instruction a Prompt variable; the
 retriever is an extra component), the Optimas loop optimizes it (LRF on
 MiniLM by default), and the optimized instructions are written into the
@@ -98,7 +98,8 @@ def loop_config():
 def main(argv):
   del argv
   from optimas_jax import system as osys
-  from optimas_jax.peers import dspy_program, env
+  from optimas_jax.adapt import dspy as dspy_program
+  from optimas_jax.peers import env
   from optimas_jax.peers.served import ServedModel
   from optimas_jax.tasks import llm_calls, metrics
   from optimas_jax.tasks.geo import data
@@ -143,7 +144,7 @@ def main(argv):
   served.close()
   report = {k: summary[k] for k in ("method", "test", "val", "iterations", "budget_runs",
                                     "wall_s")}
-  report.update(parse=summary["parse"],
+  report.update(parse=summary["detail"]["parse"],
                 instructions={n: p.signature.instructions
                               for n, p in program.named_predictors()},
                 saved=str(workdir / "program.json"))

@@ -1,6 +1,8 @@
 """GeoQA-hop: an LLM query writer trained by RL against its local reward.
 
   python -m optimas_jax.main --config=experiments/geoqa_rl.py --workdir=runs/geoqa_rl
+  python -m optimas_jax.compare --config=experiments/geoqa_rl.py --workdir=runs/rl_compare \
+      --seeds=0,1,2      # the four arms of config.arms (common.rl_arms), at equal budget
 
 The system (tasks/geo/hop.py): hop_retriever -> query_writer (SmolLM2-135M
 with a LoRA adapter: the component's model parameters) -> retriever (BM25
@@ -40,6 +42,7 @@ def get_config(arg=None):
   config.loop.examples_per_iteration = 4
   config.loop.selection = "round_robin"
   common.use_rl_cpu_sizes(config)
+  config.arms = common.rl_arms("system.writer_variable")
   if "ppo" in args:
     config.optimizers.rl.algorithm = "ppo"
   if "smoke" in args:

@@ -8,7 +8,7 @@
 The first arg names the experiment file (geoqa, pubmedqa, hotpotqa, code,
 ...: experiments/<name>.py); the rest are that file's own args. The task
 and loop are exactly that experiment's; `config.peers` adds the peers' knobs
-(optimas_jax/peers/baselines.py, PeerSettings) so they can be overridden
+(optimas_jax/peers/settings.py, PeerSettings) so they can be overridden
 from the command line. Needs the `peers` extra.
 """
 
@@ -25,7 +25,7 @@ sys.path.insert(0, HERE)
 
 def with_peers(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """``config`` plus ``config.peers`` at the PeerSettings defaults."""
-  from optimas_jax.peers.baselines import PeerSettings
+  from optimas_jax.peers.settings import PeerSettings
   config.peers = ml_collections.ConfigDict(dataclasses.asdict(PeerSettings()))
   return config
 

@@ -26,7 +26,7 @@ def test_main_rejects_unknown_job(tmp_path):
        "--config.job=nope", f"--workdir={tmp_path}"],
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode != 0
-  assert "config.job='nope' is not a known job" in proc.stderr
+  assert "config.job='nope' is not known; choose one of" in proc.stderr
 
 
 def test_main_runs_the_lrf_job_and_resumes(tmp_path):

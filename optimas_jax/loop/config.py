@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 
 from optimas_jax.loop.gate import SPENDING, TESTS
-from optimas_jax.loop.methods import METHODS
 from optimas_jax.lrf.config import validate_lrf_config
 from optimas_jax.optimize.policy import PolicyConfig
 from optimas_jax.rl import config as rl_config
+from optimas_jax.tasks import registry
 
 SELECTIONS = ("uniform", "gap_softmax", "round_robin")
 
@@ -24,16 +24,11 @@ def _check_fields(where: str, given, dataclass) -> None:
     raise ValueError(f"config.{where}: unknown fields {unknown}; known: {sorted(known)}")
 
 
-def validate(config) -> None:
+def validate(config, trains_lrf: bool) -> None:
+  """The task's fields and the harness's, and the LRF's where the method trains one."""
   def bad(field, message):
     raise ValueError(f"config.{field}: {message}")
 
-  from optimas_jax.tasks.registry import TASKS
-  if config.method not in METHODS:
-    bad("method", f"got {config.method!r}; choose one of {sorted(METHODS)}")
-  if config.task not in TASKS:
-    bad("task", f"got {config.task!r}; choose one of {sorted(TASKS)}")
-  from optimas_jax.tasks import registry
   registry.validate(config)
   loop = config.loop
   if loop.selection not in SELECTIONS:
@@ -70,7 +65,7 @@ def validate(config) -> None:
       if rl[field] < low:
         bad(f"optimizers.rl.{field}", f"got {rl[field]}; use >= {low}")
     rl_config.from_experiment(rl)             # raises naming config.optimizers.rl.<field>
-  if METHODS[config.method].trains_lrf:
+  if trains_lrf:
     validate_lrf_config(config.lrf)
     for field in ("initial_epochs", "replay_pairs"):
       if config.lrf[field] < 1:

@@ -7,7 +7,7 @@ import dataclasses
 
 @dataclasses.dataclass
 class LoopState:
-  """Saved as JSON beside the arrays in every checkpoint (loop/driver.py)."""
+  """Saved as JSON beside the arrays in every checkpoint (loop/optimas.py)."""
 
   iteration: int = 0                       # next iteration to run
   initialized: bool = False

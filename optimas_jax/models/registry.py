@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from optimas_jax.core.registry import lookup
 from optimas_jax.models import bert, packages, tokenizer as tok_lib, weights
 
 TINY_SEED = 0
@@ -111,7 +112,7 @@ def _load_tiny_llama(dtype) -> Backbone:
   return _llama_backbone("tiny-llama", config, params, tokenizer)
 
 
-_LOADERS = {
+BACKBONES = {
     "minilm": _load_minilm,
     "smollm2-135m": _load_smollm2,
     "tiny-bert": _load_tiny_bert,
@@ -124,11 +125,11 @@ def _load_cached(name: str, dtype_name: str) -> Backbone:
   dtype = jnp.dtype(dtype_name)
   if name.startswith("hf:"):
     return _load_hf_dir(pathlib.Path(name[3:]), dtype, name)
-  return _LOADERS[name](dtype)
+  return BACKBONES[name](dtype)
 
 
 def load_backbone(name: str, dtype=jnp.float32) -> Backbone:
   """Loads (once per name and dtype) a named backbone; see the module docstring."""
-  if name not in _LOADERS and not name.startswith("hf:"):
-    raise ValueError(f"unknown backbone {name!r}; known: {sorted(_LOADERS)} or 'hf:<dir>'")
+  if not name.startswith("hf:"):
+    lookup(BACKBONES, name, "backbone (or 'hf:<dir>')")
   return _load_cached(name, jnp.dtype(dtype).name)

@@ -5,7 +5,7 @@ step draws `prompts` of the iteration's component inputs, samples `group_size`
 completions of each with the current adapter, turns every completion into
 the component's output dict through the component's own `output`, and asks
 the reward for one number per (input, output). The reward is the LRF
-(Optimas) or the true metric after the downstream components (loop/methods.py);
+(Optimas) or the true metric after the downstream components (loop/objectives.py);
 it runs on the host, outside the jitted update (rl/). A local step starts a
 fresh optimizer from the incumbent adapter: the adapter, not the moments, is
 the component's variable, so a rejected step leaves nothing behind.

@@ -1,12 +1,17 @@
-"""The paper's peers and DSPy interop, through the real packages (the `peers` extra).
+"""The paper's peers as Methods, through the real packages (the `peers` extra).
 
+  program       the peers' shared view of a task: prompt texts in, counted runs out
+  settings      each peer's knobs (config.peers), checked at start-up
+  method        a peer search as a Method: served LLM on loopback, Outcome out
+  mipro         DSPy MIPROv2 (instructions only / instructions and demos)
+  gepa          GEPA over the System's prompts
+  textgrad      TextGrad's textual gradient descent, with validation and revert
   env           offline settings, `require` (a clear error naming the pip command),
                 `LoopbackOnly` (refuses connections outside loopback)
   served        the local model behind optimas_jax.serve, as DSPy / GEPA / TextGrad clients
   dspy_adapter  a DSPy adapter that formats and parses like our components (+ parse counts)
-  dspy_program  Optimas for an existing DSPy program: dspy.Module -> System -> DSPy save file
-  baselines     MIPROv2 (instructions only / full), GEPA and TextGrad on a task, at a budget
 
-Nothing here is imported by the rest of the package unless a peer method is
-chosen, so the core installs and runs without these packages.
+The DSPy packages are imported only when a peer runs, so the core installs
+and runs without them. DSPy interop (a dspy.Module as a System) is
+optimas_jax/adapt/dspy.py.
 """

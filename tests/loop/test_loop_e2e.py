@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+from optimas_jax.loop.harness import SUMMARY_KEYS
+
 ROOT = pathlib.Path(__file__).parents[2]
 FAST = ["--config.loop.iterations=4", "--config.data.train=10", "--config.data.val=6",
         "--config.data.test=8"]
@@ -44,7 +46,7 @@ def _records(workdir):
 def _comparable(s):
   return {"test": s["test"], "val": s["val"], "config": s["config"],
           "budget_runs": s["budget_runs"], "counters": s["counters"],
-          "llm_usage": s["llm_usage"], "rollout_cache": s["rollout_cache"],
+          "llm_usage": s["llm_usage"], "rollout_cache": s["detail"]["rollout_cache"],
           "history": s["history"]}
 
 
@@ -85,8 +87,9 @@ def test_kill_and_resume_with_a_sampling_llm_ends_like_an_uninterrupted_run(tmp_
   assert (full / "final_config" / "config.json").exists()
   # The LRF's text encoder reports what it cut and merged, per iteration and in the summary.
   assert all("lrf_text" in r for r in [recs[0], *iters])
-  assert s["lrf_text"]["texts"] >= iters[-1]["lrf_text"]["texts"] > 0
-  assert {"truncated_texts", "merged_candidates", "pairless_groups"} <= set(s["lrf_text"])
+  lrf_text = s["detail"]["lrf_text"]
+  assert lrf_text["texts"] >= iters[-1]["lrf_text"]["texts"] > 0
+  assert {"truncated_texts", "merged_candidates", "pairless_groups"} <= set(lrf_text)
 
   _kill_after_checkpoint(killed, config, LLM_FAST, step="1")
   assert not (killed / "summary.json").exists()
@@ -128,6 +131,7 @@ def test_compare_gives_every_method_the_same_budget(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   runs = {m: json.loads((tmp_path / f"{m}-seed0" / "summary.json").read_text())
           for m in ("optimas", "optimas_static", "coordinate", "unoptimized")}
+  assert all(tuple(r) == SUMMARY_KEYS for r in runs.values())   # one harness, one schema
   budget = runs["optimas"]["budget_runs"]
   for method in ("optimas_static", "coordinate"):
     assert runs[method]["budget_cap"] == budget

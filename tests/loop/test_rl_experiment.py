@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -69,9 +70,9 @@ def test_a_step_with_no_inputs_is_skipped_and_rewards_map_back_to_inputs(monkeyp
     seen.append((list(rows), [o["query"] for o in outputs]))
     return np.array([float(r) for r in rows])
 
-  class RL:
-    algorithm, group, inner_epochs, learning_rate, kl_coef = "grpo", 2, 1, 1e-3, 0.0
-    clip_eps, temperature, steps, prompts = 0.2, 1.0, 3, 2
+  RL = ml_collections.ConfigDict(dict(
+      algorithm="grpo", group_size=2, inner_epochs=1, learning_rate=1e-3, kl_coef=0.0,
+      clip_eps=0.2, temperature=1.0, steps=3, prompts=2))
 
   # Inputs 0 and 2 render to the same prompt: each must still be rewarded as its own row.
   inputs = [{"q": "same"}, {"q": "one"}, {"q": "same"}]

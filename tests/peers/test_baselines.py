@@ -1,6 +1,6 @@
 """Each peer (MIPROv2 both modes, GEPA, TextGrad) through the real package on a small System
 over tiny-llama: it stops at the budget of system runs, stays on loopback, reports parse
-failures, and its summary is the compare harness's."""
+failures, and its summary has the one schema of every method (loop/harness.py)."""
 
 import ml_collections
 import numpy as np
@@ -11,8 +11,9 @@ from tests.peers.conftest import require_peers
 require_peers()
 
 from optimas_jax import system as osys  # noqa: E402
-from optimas_jax.compare import parse_failures  # noqa: E402
-from optimas_jax.loop import METHODS, run_method  # noqa: E402
+from optimas_jax import methods  # noqa: E402
+from optimas_jax.methods.compare import parse_failures  # noqa: E402
+from optimas_jax.loop.harness import SUMMARY_KEYS  # noqa: E402
 from optimas_jax.tasks import llm_calls  # noqa: E402
 from optimas_jax.tasks.base import Task  # noqa: E402
 
@@ -44,30 +45,34 @@ def _config(method, budget):
                                             ("mipro_instructions", 10), ("mipro", 12)])
 def test_a_peer_stops_at_the_budget_and_reports_its_parse_failures(task, method, budget,
                                                                   tmp_path):
-  assert METHODS[method].runner and METHODS[method].iterates     # capped by compare
+  assert methods.get(method).iterates                             # capped by compare
   task.system.counters.reset()
-  summary = run_method(task, _config(method, budget), str(tmp_path))
+  summary = methods.run(task, _config(method, budget), tmp_path)
   assert summary["method"] == method and summary["budget_cap"] == budget
   assert summary["budget_runs"] <= budget
   if method in ("gepa", "textgrad"):
     assert summary["budget_runs"] == budget          # these stop exactly at the cap
   assert summary["test_runs"] == 4 and 0 <= summary["test"] <= 1
-  assert summary["outside_loopback"] == []
+  detail = summary["detail"]
+  assert detail["outside_loopback"] == []
   # The optimizer's LM is the served model (DSPy answers repeated prompts from its cache).
-  assert summary["served"]["generated"] > 0 and summary["parse"]["optimizer_calls"] > 0
-  parse = summary["parse"]
+  assert detail["served"]["generated"] > 0 and detail["parse"]["optimizer_calls"] > 0
+  parse = detail["parse"]
   assert parse["system_failures"] == 0
   assert 0 <= parse["optimizer_parse_failures"] <= parse["optimizer_calls"]
   assert "/" in parse_failures([summary])
   assert np.isfinite(summary["val"]) and summary["wall_s"] > 0
   assert (tmp_path / "final_config" / "config.json").exists()
   if method == "mipro":
-    assert summary["peer"]["demos"]["writer"] <= 1
+    assert detail["peer"]["demos"]["writer"] <= 1
+  # The one summary schema of every method (loop/harness.py).
+  assert tuple(summary) == SUMMARY_KEYS
 
 
 def test_a_candidate_the_system_refuses_scores_failures_and_costs_nothing(task):
   """GEPA may reflect an empty instruction: a counted failure per example, no run, no crash."""
-  from optimas_jax.peers.baselines import PromptProgram, SystemGEPAAdapter
+  from optimas_jax.peers.gepa import SystemGEPAAdapter
+  from optimas_jax.peers.program import PromptProgram
   task.system.counters.reset()
   program = PromptProgram(task, seed=0)
   batch = task.splits["train"][:3]
@@ -98,7 +103,7 @@ def sampling_task(tiny_llm):
 
 def test_an_example_samples_the_same_whatever_batch_the_peers_put_it_in(sampling_task):
   """DSPy's threads and GEPA's minibatches batch by timing: a run must not depend on it."""
-  from optimas_jax.peers.baselines import PromptProgram
+  from optimas_jax.peers.program import PromptProgram
   examples = sampling_task.splits["train"][:3]
   texts = {"writer": "Answer the question."}
   answers = lambda traces: [t.steps["writer"].outputs["answer"] for t in traces]

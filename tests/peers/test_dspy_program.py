@@ -14,7 +14,8 @@ require_peers()
 import dspy  # noqa: E402
 
 from optimas_jax import system as osys  # noqa: E402
-from optimas_jax.peers import dspy_program, env  # noqa: E402
+from optimas_jax.adapt import dspy as dspy_program  # noqa: E402
+from optimas_jax.peers import env  # noqa: E402
 from optimas_jax.peers.dspy_adapter import CountingChatAdapter  # noqa: E402
 from optimas_jax.peers.served import ServedModel  # noqa: E402
 
@@ -124,7 +125,7 @@ def test_the_optimas_loop_runs_on_the_program_and_writes_back(lm, tmp_path):
                               save_to=tmp_path / "optimized.json")
   assert not guard.outside
   assert summary["budget_runs"] <= 24 and summary["test_runs"] == 3
-  assert summary["parse"]["calls"] > 0
+  assert summary["detail"]["parse"]["calls"] > 0
   saved = json.loads((tmp_path / "optimized.json").read_text())
   for name in ("hinter", "answerer"):   # DSPy's own state format, with the final instructions
     assert saved[name]["signature"]["instructions"] == bridge.final_config[name]

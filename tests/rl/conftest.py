@@ -22,7 +22,7 @@ from optimas_jax.rl.config import RLConfig
 from optimas_jax.rl.update import Updater
 
 PROMPTS = ["The cat", "A dog", "Hello", "Once upon"]
-PPO = RLConfig(algorithm="ppo", group_size=8, max_new_tokens=12, kl_coef=0.1,
+PPO = RLConfig(algorithm="ppo", group_size=8, max_new_tokens=12, kl_coef=0.1, inner_epochs=1,
                learning_rate=1e-2, minibatches=2, accum_steps=2, lora=lora.LoraConfig(rank=2))
 # Minibatch shape of PPO on PROMPTS: 32 rows / 2 minibatches = (2 micro-batches, 8 rows).
 PLEN, TLEN, ROWS = 16, 12, 16

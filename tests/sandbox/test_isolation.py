@@ -191,3 +191,29 @@ def test_an_unprivileged_user_gets_namespaces_or_a_clear_refusal():
   status, output = got["run"]
   assert status == "passed" and output.split()[-1] == "0000000000000000", got   # no capability
   assert "allow_weak_isolation" in got["refused"] and "cgroup" in got["refused"]
+
+
+def test_a_namespace_that_cannot_be_used_falls_back_to_none_and_says_so(monkeypatch):
+  """Not root, a namespace the kernel lets us make but not use (mounts refused inside a
+  container): the first probe's setup fails; the sandbox runs without namespaces, records
+  why, and a caller that requires the layers is refused with the fix."""
+  import optimas_jax.sandbox.executor as executor
+  real_run = executor.Sandbox._run
+  seen = []
+
+  def refused_mounts(self, files, main, limits, uid, *args, **kwargs):
+    seen.append(self._namespaces)
+    if self._namespaces:              # what the launcher reports when a mount is refused
+      return executor.Result("crashed", "setup", "optimas-sandbox: setup failed: OSError: "
+                             "[Errno 1] mount /tmp: Operation not permitted", 80)
+    return real_run(self, files, main, limits, uid, *args, **kwargs)
+
+  monkeypatch.setattr(executor.Sandbox, "_run", refused_mounts)
+  monkeypatch.setattr(executor.os, "geteuid", lambda: 1000)      # as a user, not root
+  with Sandbox(Limits(wall_s=20), workers=1) as box:
+    assert seen == [True, False]                                 # probed, then fell back
+    assert "mount /tmp: Operation not permitted" in box.isolation["namespace_setup_error"]
+    assert not any(box.isolation.get(k) for k in ("net", "mount", "pid", "hidden", "disk"))
+    assert box.run({"main.py": "print('ran')"}).output.strip() == "ran"
+  with pytest.raises(SandboxError, match=r"\['net', 'mount'\].*allow_weak_isolation"):
+    Sandbox(Limits(wall_s=20), workers=1, require=("net", "mount"))

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from optimas_jax.loop.config import validate
+from optimas_jax.methods import validate
 from tests import experiment_files
 
 

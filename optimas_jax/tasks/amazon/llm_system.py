@@ -7,7 +7,7 @@
     the candidate closest to the analyzer's summary in MiniLM space)
 
 As in the paper, both LLM stages are trained by RL against their local
-rewards (the TextPolicy of each, loop/methods.py); the decider is searched.
+rewards (the TextPolicy of each, loop/objectives.py); the decider is searched.
 With variable="prompt" the two stages' system prompts are the variables
 instead (prompt optimization of the same components, no adapter).
 The MiniLM-feature system (tasks/amazon/system.py) stays the `amazon` task;

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+from optimas_jax.core.registry import lookup
 from optimas_jax.tasks.data import amazon, hotpotqa, pubmedqa
 from optimas_jax.tasks.data.common import DataFormatError, DataPathError, Loaded, LoadReport
 
@@ -21,6 +22,4 @@ __all__ = ["DataFormatError", "DataPathError", "LOADERS", "Loaded", "LoadReport"
 
 def load(name: str, path: str | os.PathLike | None, on_error: str = "raise") -> Loaded:
   """The loader for task `name` (`config.data.name`) on `config.data.path`."""
-  if name not in LOADERS:
-    raise ValueError(f"data name {name!r} is not known; choose one of {sorted(LOADERS)}")
-  return LOADERS[name](path, on_error=on_error)
+  return lookup(LOADERS, name, "data name")(path, on_error=on_error)

@@ -1,26 +1,15 @@
-"""The methods the loop runs, each chosen once at start-up, and their local objectives.
-
-A method says whether it iterates, whether it trains LRFs, whether it adapts
-them online with fresh preference pairs, and which objective scores a
-component's candidate values during a local step:
-
-  optimas         LRFs trained on initial pairs, adapted online; LRF objective
-  optimas_static  the same LRFs, never adapted (no fresh pairs, no cost for them)
-  coordinate      no LRF; candidates scored by the true metric on training traces
-  unoptimized     evaluates the initial configuration
-  mipro_instructions, mipro, gepa, textgrad
-                  the paper's peers through DSPy / GEPA / TextGrad (`runner`:
-                  optimas_jax/peers/baselines.py), capped at the same budget
+"""What scores a component's candidate values during a local step.
 
 An objective scores a list of candidate values of one component (prompts,
 hyperparameters, model choices) and optimizes a Flax ranking policy's
 parameters (model parameters): by LRF reward (policy gradient against the
-LRF) or by the true metric (random perturbations, scored by re-running).
+LRF; LrfObjective) or by the true metric (random perturbations scored by
+re-running, or RL against the metric for an LLM adapter; MetricObjective).
+Which one a method uses is chosen once (loop/optimas.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Sequence
 
 import jax
@@ -30,29 +19,6 @@ from optimas_jax.optimize import policy as policy_lib
 from optimas_jax.optimize import text_policy
 from optimas_jax.system import SystemConfig, Trace
 from optimas_jax.tasks.base import TextPolicy
-
-
-@dataclasses.dataclass(frozen=True)
-class Method:
-  name: str
-  iterates: bool           # runs optimization iterations at all
-  trains_lrf: bool         # initial preference collection + LRF training
-  adapts_lrf: bool         # fresh pairs + online LRF update every iteration
-  objective: str           # "lrf" | "metric" | "" (what scores a local step's candidates)
-  # "module:function" that runs the method instead of OptimasLoop (the peers:
-  # optimas_jax/peers/baselines.py, through the real DSPy / GEPA / TextGrad).
-  runner: str = ""
-
-
-METHODS = {
-    "optimas": Method("optimas", True, True, True, "lrf"),
-    "optimas_static": Method("optimas_static", True, True, False, "lrf"),
-    "coordinate": Method("coordinate", True, False, False, "metric"),
-    "unoptimized": Method("unoptimized", False, False, False, ""),
-    # The paper's peers, at the same budget of system runs (needs the `peers` extra).
-    **{name: Method(name, True, False, False, "", "optimas_jax.peers.baselines:run")
-       for name in ("mipro_instructions", "mipro", "gepa", "textgrad")},
-}
 
 
 def eligible_traces(component: str, traces: Sequence[Trace]) -> list[Trace]:

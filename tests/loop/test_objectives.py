@@ -1,9 +1,12 @@
-"""The loop's methods and local objectives: failures count, budgets are shared."""
+"""The local objectives and the method registry: failures count, variants are two choices."""
 
 import numpy as np
+import pytest
 
+from optimas_jax import methods
 from optimas_jax import system as osys
-from optimas_jax.loop.methods import METHODS, LrfObjective, MetricObjective
+from optimas_jax.loop.objectives import LrfObjective, MetricObjective
+from optimas_jax.loop.optimas import OptimasVariant
 
 
 class LengthReward:
@@ -47,9 +50,16 @@ def test_metric_objective_scores_failures_with_the_failure_value():
   assert scores == [1.0, 2 / 3]
 
 
-def test_the_method_table_says_what_each_method_does():
-  assert METHODS["optimas"].adapts_lrf and METHODS["optimas"].objective == "lrf"
-  static = METHODS["optimas_static"]
+def test_variants_are_two_choices_and_the_registry_names_every_method():
+  get = methods.get
+  assert (get("optimas").scoring, get("optimas").lrf_update) == ("lrf", "online")
+  static = get("optimas_static")
   assert static.trains_lrf and not static.adapts_lrf          # never pays for fresh pairs
-  assert METHODS["coordinate"].objective == "metric" and not METHODS["coordinate"].trains_lrf
-  assert not METHODS["unoptimized"].iterates
+  assert get("coordinate").scoring == "metric" and not get("coordinate").trains_lrf
+  assert not get("unoptimized").iterates
+  assert {"mipro_instructions", "mipro", "gepa", "textgrad"} <= set(methods.METHODS)
+  assert all(m.iterates for n, m in methods.METHODS.items() if n != "unoptimized")
+  with pytest.raises(ValueError, match=r"config.method='sgd' is not known; choose one of"):
+    get("sgd")
+  with pytest.raises(ValueError, match="LRF scoring needs a trained LRF"):
+    OptimasVariant("odd", "metric", "online")

@@ -34,7 +34,7 @@ from typing import Any, Sequence
 from optimas_jax import system as osys
 from optimas_jax.peers import env
 
-dspy = env.require("dspy", what="optimas_jax.peers.dspy_program")
+dspy = env.require("dspy", what="optimas_jax.adapt.dspy")
 from optimas_jax.peers.dspy_adapter import OptimasAdapter  # noqa: E402
 
 
@@ -163,14 +163,13 @@ class DspyBridge:
     The final configuration is written back into the program (and saved to
     `save_to`, DSPy's JSON, when given); returns the loop's summary.
     """
-    from optimas_jax.loop import OptimasLoop
-    from optimas_jax.loop.config import validate
-    validate(config)
-    loop = OptimasLoop(self.task(train, val, test, complete), config, str(workdir))
-    summary = loop.run()
-    self.final_config = loop.config_values
+    from optimas_jax import methods
+    methods.validate(config)
+    summary = methods.run(self.task(train, val, test, complete), config, workdir)
+    self.final_config = osys.SystemConfig.load(pathlib.Path(workdir) / "final_config",
+                                               self.system.specs)
     self.write_back(self.final_config, save_to)
-    summary["parse"] = self.adapter.parse_stats() if hasattr(self.adapter, "parse_stats") else {}
+    summary["detail"]["parse"] = self.adapter.parse_stats() if hasattr(self.adapter, "parse_stats") else {}
     return summary
 
 
