@@ -13,7 +13,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from optimas_jax.methods import compare
-from optimas_jax.runtime import QuietLibraries, enable_compilation_cache
+from optimas_jax.runtime import QuietLibraries, enable_compilation_cache, init_distributed, is_writer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -38,14 +38,16 @@ def main(argv):
   del argv
   logging.get_absl_handler().addFilter(QuietLibraries())
   enable_compilation_cache()
+  init_distributed()
   config = _CONFIG.value
   root = pathlib.Path(_WORKDIR.value)
   root.mkdir(parents=True, exist_ok=True)
   methods = _METHODS.value or (None if config.get("arms") else DEFAULT_METHODS)
   results = compare.run_all(config, root, _SEEDS.value, methods, budget_runs=_BUDGET.value)
-  command = "python -m optimas_jax.compare " + " ".join(sys.argv[1:])
-  print(compare.write_report(results, root, command, config.task))
-  print(compare.plot(results, root))
+  if is_writer():
+    command = "python -m optimas_jax.compare " + " ".join(sys.argv[1:])
+    print(compare.write_report(results, root, command, config.task))
+    print(compare.plot(results, root))
 
 
 if __name__ == "__main__":

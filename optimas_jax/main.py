@@ -12,7 +12,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from optimas_jax import jobs
-from optimas_jax.runtime import QuietLibraries, enable_compilation_cache
+from optimas_jax.runtime import QuietLibraries, enable_compilation_cache, init_distributed, is_writer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -26,11 +26,12 @@ def main(argv):
   enable_compilation_cache()
   config = _CONFIG.value
   jobs.validate(config)
+  init_distributed()
   logging.info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(),
                jax.process_count())
   workdir = pathlib.Path(_WORKDIR.value)
   workdir.mkdir(parents=True, exist_ok=True)
-  if jax.process_index() == 0:
+  if is_writer():
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   jobs.runner(config.job)(config, str(workdir))
 

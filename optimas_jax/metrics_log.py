@@ -1,4 +1,4 @@
-"""One metrics writer: a JSON line per logged step in `workdir/metrics.jsonl`."""
+"""One metrics writer: a JSON line per logged step in `workdir/metrics.jsonl` (process 0)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import pathlib
 import time
 from typing import Callable
 
+from optimas_jax.core.mesh import is_writer
+
 
 class MetricsLog:
   """Appends records (time-stamped) and reads them back; rewrites are atomic."""
@@ -16,6 +18,8 @@ class MetricsLog:
     self.path = pathlib.Path(path)
 
   def write(self, record: dict) -> None:
+    if not is_writer():                # one process writes the run's records
+      return
     line = json.dumps({"time": time.time(), **record}, default=float)
     with open(self.path, "a", encoding="utf-8") as f:
       f.write(line + "\n")
@@ -29,6 +33,8 @@ class MetricsLog:
   def drop(self, unwanted: Callable[[dict], bool]) -> int:
     """Removes the records `unwanted` selects (e.g. a resumed run's unfinished
     iteration, which it logs again); returns how many."""
+    if not is_writer():
+      return 0
     records = self.records()
     kept = [r for r in records if not unwanted(r)]
     if len(kept) != len(records):

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from optimas_jax.core.keys import canonical_json
+from optimas_jax.core.mesh import is_writer
 from optimas_jax.core.seeds import derive_seed
 from optimas_jax.metrics_log import MetricsLog
 from optimas_jax.system import SystemConfig
@@ -132,10 +133,11 @@ class Harness:
         "detail": outcome.detail,
     }
     assert tuple(summary) == SUMMARY_KEYS
-    outcome.config.save(self.workdir / "final_config")
-    tmp = self.summary_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=float))
-    tmp.replace(self.summary_path)             # atomic: a crash never leaves half a summary
+    if is_writer():
+      outcome.config.save(self.workdir / "final_config")
+      tmp = self.summary_path.with_suffix(".json.tmp")
+      tmp.write_text(json.dumps(summary, indent=2, default=float))
+      tmp.replace(self.summary_path)           # atomic: a crash never leaves half a summary
     return summary
 
 

@@ -29,6 +29,7 @@ import dataclasses
 import time
 from typing import Any
 
+import jax
 import numpy as np
 from absl import logging
 from tqdm import tqdm
@@ -37,6 +38,7 @@ from optimas_jax import checkpoint
 from optimas_jax.collect.cache import RolloutCache
 from optimas_jax.collect.preferences import PreferenceCollector
 from optimas_jax.collect.replay import ReplayBuffer
+from optimas_jax.core.mesh import is_writer
 from optimas_jax.loop import gate as gate_lib
 from optimas_jax.loop.harness import Harness, Outcome
 from optimas_jax.loop.objectives import LrfObjective, MetricObjective
@@ -231,7 +233,10 @@ class OptimasRun:
     self._iteration_start = 0                  # budget used when the current iteration began
     self.cut_iteration_runs = 0
     config = self.config
-    self.rollout_cache = (RolloutCache(self.workdir / "rollouts.sqlite")
+    # One cache file per process: a process never sees another's rows appear mid-run,
+    # so every process makes the same cache hits and spends the same budget.
+    cache_file = "rollouts.sqlite" if is_writer() else f"rollouts.{jax.process_index()}.sqlite"
+    self.rollout_cache = (RolloutCache(self.workdir / cache_file)
                           if config.collect.cache else None)
     self.collector = PreferenceCollector(self.system, config.collect.num_candidates,
                                          config.collect.num_rollouts, cache=self.rollout_cache,

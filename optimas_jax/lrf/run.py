@@ -17,6 +17,7 @@ import numpy as np
 from absl import logging
 
 from optimas_jax import checkpoint
+from optimas_jax.core.mesh import is_writer
 from optimas_jax.metrics_log import MetricsLog
 from optimas_jax.lrf import datasets
 from optimas_jax.lrf.buckets import plan_epoch
@@ -109,5 +110,6 @@ def run(config, workdir) -> dict:
   summary = dict(step=int(state.step), total_steps=total,
                  text_stats=dict(encoder.stats),
                  eval=(last_eval or {}).get("per_component", {}))
-  (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+  if is_writer():
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
   return summary

@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from optimas_jax.core.mesh import make_mesh
+from optimas_jax.core.mesh import make_mesh, to_global
 from optimas_jax.lrf import loss as loss_lib
 from optimas_jax.lrf.buckets import collate, plan_epoch
 from optimas_jax.lrf.cache import ActivationCache
@@ -260,11 +260,11 @@ class Trainer:
     # Own copies: the step donates the state, and the registry caches and
     # shares its backbone arrays across callers.
     state = jax.tree.map(lambda x: jnp.array(x, copy=True), state)
-    return jax.device_put(state, self.repl)
+    return to_global(state, self.repl)
 
   def update_mask(self, trainable, only_head: int | None = None):
     """`update_mask()` for this trainer's K heads, on the mesh."""
-    return jax.device_put(update_mask(trainable, self.k, only_head), self.repl)
+    return to_global(update_mask(trainable, self.k, only_head), self.repl)
 
   def step_fn(self, state: TrainState, batch, rng, update_mask=None):
     """(state, metrics) after one step; `update_mask` None trains everything."""
@@ -336,7 +336,7 @@ class Trainer:
         host["pooled"] = feats
       else:
         host["hidden"] = feats
-    return jax.device_put(host, self.data)
+    return to_global(host, self.data)
 
   def evaluate(self, state, groups, plan) -> dict[str, list[float]]:
     """Held-out per-component metrics over `plan` [(length, idxs)]."""

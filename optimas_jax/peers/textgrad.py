@@ -41,9 +41,9 @@ def search(program: PromptProgram, served, workdir: pathlib.Path, peer: PeerSett
   val_score = float(program.run(val, texts)[0].mean())
   metrics.write({"event": "init", "val": val_score, "budget": system.counters.budget_used})
   history, step, updates, unparsed = [], 0, 0, 0
-  deadline, stopped_by = deadline(peer), "budget"
+  ends_at, stopped_by = deadline(peer), "budget"
   while program.budget_left:
-    if time.time() > deadline:
+    if time.time() > ends_at:
       stopped_by = "max_wall_s"
       break
     batch = rng.sample(train, min(peer.textgrad_batch, len(train)))

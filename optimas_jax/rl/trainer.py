@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
+from optimas_jax.core.mesh import to_global, to_host
 from optimas_jax.llm.base import Generation
 from optimas_jax.models import generate as gen_lib
 from optimas_jax.models.tokenizer import pad_ids
@@ -217,8 +218,8 @@ class RLTrainer:
     needs_score = cfg.kl_coef > 0 or cfg.algorithm == "ppo"
     if needs_score:
       scored = self.updater.score(self.base_on_mesh, self.state.trainable,
-                                  jax.device_put(rollout, self.updater.rows))
-      batch.update({k: np.asarray(v) for k, v in jax.device_get(scored).items()})
+                                  to_global(rollout, self.updater.rows))
+      batch.update(to_host(scored))
     mask = rollout["completion_mask"]
     if cfg.algorithm == "grpo":
       seq = np.zeros_like(rewards)
@@ -241,7 +242,7 @@ class RLTrainer:
         idx = order[k * size:(k + 1) * size]
         mb = {key: v[idx].reshape((cfg.accum_steps, size // cfg.accum_steps) + v.shape[1:])
               for key, v in batch.items()}
-        mb = jax.device_put(mb, self.updater.micro_rows)
+        mb = to_global(mb, self.updater.micro_rows)
         self.state, m = self.updater.update(self.state, mb, self.base_on_mesh)
         metrics.append(m)
     return metrics

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from optimas_jax.core.mesh import make_mesh
+from optimas_jax.core.mesh import make_mesh, to_global
 from optimas_jax.rl import objective
 from optimas_jax.rl.config import RLConfig
 
@@ -173,9 +173,8 @@ class Updater:
     return self.mesh.devices.size
 
   def init_state(self, adapter, hidden_size: int) -> RLState:
-    return jax.device_put(init_state(self.config, self.tx, adapter, hidden_size),
-                          self.replicated)
+    return to_global(init_state(self.config, self.tx, adapter, hidden_size), self.replicated)
 
   def place_base(self, base_params):
     """The base weights replicated on the mesh (no copy when already there)."""
-    return jax.device_put(base_params, self.replicated)
+    return to_global(base_params, self.replicated)

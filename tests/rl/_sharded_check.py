@@ -1,27 +1,36 @@
-"""Subprocess with 4 fake CPU devices: the PPO update of test_update on a 4-way mesh.
+"""Subprocess: the PPO update of test_update on a 4-way mesh of fake CPU devices, in one
+process (4 devices) or in one of two processes (2 devices each, jax.distributed).
 
-argv: the npz the parent wrote (minibatches and the tiny base weights) and
-the base digest the parent computed.
+argv: the npz the parent wrote (minibatches and the tiny base weights), the
+base digest the parent computed, and for two processes: coordinator address,
+process id.
 """
 
 import os
+import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+TWO_PROCESSES = len(sys.argv) == 5
+os.environ["XLA_FLAGS"] = ("--xla_force_host_platform_device_count="
+                           + ("2" if TWO_PROCESSES else "4"))
 
 import json  # pylint: disable=g-import-not-at-top,wrong-import-position
-import sys
 
 import flax
 import jax
 import numpy as np
 
+from optimas_jax.core.mesh import to_global, to_host
 from optimas_jax.models import llama
 from optimas_jax.models import lora
 from optimas_jax.rl.update import Updater
 from tests.rl.conftest import PPO
 
 
-def main(path: str, digest: str):
+def main(path: str, digest: str, coordinator: str = "", process_id: str = "0"):
+  if coordinator:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator, num_processes=2, process_id=int(process_id))
+    assert jax.process_count() == 2
   assert jax.device_count() == 4, jax.devices()
   module = llama.LlamaDecoder(llama.LlamaConfig.tiny())
   with np.load(path) as data:
@@ -40,13 +49,13 @@ def main(path: str, digest: str):
   on_mesh = updater.place_base(base)
   out = {k: [] for k in ("loss", "kl", "clip_fraction", "grad_norm")}
   for i in sorted(batches):
-    batch = jax.device_put(batches[i], updater.micro_rows)
+    batch = to_global(batches[i], updater.micro_rows)
     state, m = updater.update(state, batch, on_mesh)
     for k in out:
       out[k].append(float(m[k]))
   out["shards"] = len(batch["completion_ids"].sharding.device_set)
   out["params"] = np.concatenate([np.ravel(x) for x in
-                                  jax.tree.leaves(jax.device_get(state.trainable))]).tolist()
+                                  jax.tree.leaves(to_host(state.trainable))]).tolist()
   print("RESULT " + json.dumps(out))
 
 

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import chex
 import flax
 import jax
 import numpy as np
+import pytest
 
 from optimas_jax.models import lora
 from tests.rl.conftest import PPO, update_batch
@@ -63,7 +65,16 @@ def test_update_compiles_once_per_shape(tiny_backbone, ppo_updater):
   assert ppo_updater.update._cache_size() == 1
 
 
-def test_four_fake_devices_give_the_one_device_update(tiny_backbone, ppo_updater, tmp_path):
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_four_fake_devices_give_the_one_device_update(tiny_backbone, ppo_updater, tmp_path,
+                                                      processes):
+  """4 devices in one process, or 2 in each of two (jax.distributed on loopback)."""
   base = tiny_backbone.params
   state = _fresh_state(ppo_updater, base)
   # Three minibatches, old log-probs from the initial adapter (later steps clip).
@@ -73,15 +84,25 @@ def test_four_fake_devices_give_the_one_device_update(tiny_backbone, ppo_updater
                                         for k, v in b.items()},
            **{f"base/{k}": v for k, v in flat_base.items()})
   state, metrics = _run(ppo_updater, state, batches, base)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-m", "tests.rl._sharded_check",
-                         str(tmp_path / "batches.npz"), lora.base_digest(base)],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-                        check=False)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-  four = json.loads(line[len("RESULT "):])
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  args = [sys.executable, "-m", "tests.rl._sharded_check", str(tmp_path / "batches.npz"),
+          lora.base_digest(base)]
+  if processes == 2:
+    port = _free_port()
+    procs = [subprocess.Popen(args + [f"127.0.0.1:{port}", str(i)], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+  else:
+    procs = [subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)]
+  outs = []
+  for proc in procs:
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    line = [l for l in out.splitlines() if l.startswith("RESULT ")][-1]
+    outs.append(json.loads(line[len("RESULT "):]))
+  four = outs[0]
+  assert all(o == four for o in outs)             # every process ends with the same state
   assert four["shards"] == 4
   for key in ("loss", "kl", "clip_fraction", "grad_norm"):
     np.testing.assert_allclose(four[key], [float(m[key]) for m in metrics], rtol=1e-4,
