@@ -45,6 +45,16 @@ class LocalLLM(LLM):
     self.merged_cache_size = MERGED_CACHE_SIZE  # a server raises it to its adapters + 1
     self._merged_lock = threading.Lock()
 
+  def weights(self, adapter=None) -> tuple:
+    """(params, unmerged adapter or None) that run base + ``adapter`` as training does
+    (lora.sampling_mode): merged for a float32 base, unmerged for a lower precision."""
+    if adapter is None:
+      return self.generator.params, None
+    if lora.sampling_mode(lora.base_dtype(self.generator.params)) == "merged":
+      return self.variables(adapter), None
+    lora.check_compatible(adapter, self.generator.params, f"adapter for {self.name}")
+    return self.generator.params, adapter
+
   def variables(self, adapter=None):
     """The decoder weights with ``adapter`` (models.lora) merged in; the base when None.
 
@@ -97,10 +107,11 @@ class LocalLLM(LLM):
       raise TypeError("generate() takes a list of requests; wrap a single prompt in a list")
     prompts = self.tokenizer.encode_batch([self.render(r) for r in requests],
                                           add_special_tokens=False)
+    weights, unmerged = self.weights(adapter)
     completions = self.generator.generate_ids(
         prompts, max_new_tokens=params.max_new_tokens, stop_ids=self._stop_ids(params.stop),
         temperature=params.temperature, top_p=params.top_p, rng=rng,
-        params=self.variables(adapter))
+        params=weights, adapter=unmerged)
     out = [self._finish(c, params) for c in completions]
     self.usage.add(out)
     return out
@@ -114,7 +125,7 @@ class LocalLLM(LLM):
     answers a closed question by likelihood instead of by free text it may
     not format. ``adapter``: score with base + that models.lora adapter.
     """
-    variables = self.variables(adapter)
+    variables, unmerged = self.weights(adapter)
     option_ids = [self.tokenizer.encode(o, add_special_tokens=False) for o in options]
     if not options or any(not o for o in option_ids):
       raise ValueError(f"options {list(options)}: give non-empty strings")
@@ -145,7 +156,7 @@ class LocalLLM(LLM):
       target = np.array(targets[lo:lo + step] + [[0] * width] * pad, np.int32)
       valid = np.arange(width)[None] < np.array(lengths[lo:lo + step] + [0] * pad)[:, None]
       with self.generator._lock:
-        logp = _sequence_logprobs(self.generator.module, variables, ids, mask,
+        logp = _sequence_logprobs(self.generator.module, variables, unmerged, ids, mask,
                                   start, target, valid)
       out.append(np.asarray(logp)[: len(chunk)])
     self.usage.add([Generation("", 0, len(p), "stop") for p in prompts])
@@ -171,12 +182,14 @@ class LocalLLM(LLM):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _sequence_logprobs(module, params, ids, mask, start, target, valid):
-  """Sum of log p(target[t] | ids[:start + t + 1]) over the valid t of each row."""
-  hidden = module.apply(params, ids, mask, method=module.hidden_states)
+def _sequence_logprobs(module, params, adapter, ids, mask, start, target, valid):
+  """Sum of log p(target[t] | ids[:start + t + 1]) over the valid t of each row
+  (``adapter``: applied unmerged, or None)."""
+  apply = gen_lib.applier(module, params, adapter)
+  hidden = apply(ids, mask, method=module.hidden_states)
   positions = start[:, None] + jnp.arange(target.shape[1])[None]
   at = jnp.take_along_axis(hidden, jnp.minimum(positions, ids.shape[1] - 1)[..., None], axis=1)
-  logp = jax.nn.log_softmax(module.apply(params, at, method=module.project), axis=-1)
+  logp = jax.nn.log_softmax(apply(at, method=module.project), axis=-1)
   picked = jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
   return jnp.where(valid, picked, 0.0).sum(axis=1)
 

@@ -31,6 +31,7 @@ def default_lrf_config() -> ml_collections.ConfigDict:
       dict(rank=8, alpha=16.0, targets=("query", "value")))
   c.cache_frozen = True          # reuse frozen lower-layer activations
   c.cache_mb = 1024              # ... at most this much of them (least recently used out)
+  c.fsdp = 1                     # split parameters and optimizer state over this many devices
 
   c.template = DEFAULT_TEMPLATE
   c.field_template = DEFAULT_FIELD_TEMPLATE
@@ -53,8 +54,9 @@ def default_lrf_config() -> ml_collections.ConfigDict:
   return c
 
 
-def validate_lrf_config(c: ml_collections.ConfigDict, num_devices: int = 1):
-  """Raise ValueError naming the bad field and how to fix it."""
+def validate_lrf_config(c: ml_collections.ConfigDict, num_devices: int | None = None):
+  """Raise ValueError naming the bad field and how to fix it (`num_devices`: None at
+  start-up, before the devices are known; the device checks then run at build time)."""
   def bad(field, msg):
     raise ValueError(f"config.lrf.{field}: {msg}")
 
@@ -77,7 +79,9 @@ def validate_lrf_config(c: ml_collections.ConfigDict, num_devices: int = 1):
   if buckets[-1] != c.max_len:
     bad("buckets", f"last bucket {buckets[-1]} != max_len {c.max_len}; "
         "make the largest bucket equal max_len")
-  if c.groups_per_batch % num_devices:
+  if c.fsdp < 1 or (num_devices and num_devices % c.fsdp):
+    bad("fsdp", f"got {c.fsdp}; use a divisor of the {num_devices} devices (1: replicated)")
+  if num_devices and c.groups_per_batch % num_devices:
     bad("groups_per_batch", f"{c.groups_per_batch} is not divisible by the "
         f"{num_devices} devices; use a multiple of {num_devices}")
   if c.max_candidates < 2:

@@ -2,8 +2,10 @@
 
 `train_step(state, batch, rng, update_mask)` is pure: the batch is
 (A, G, N, ...) with A micro-batches scanned for gradient accumulation and G
-groups sharded over the ("data",) mesh; params are replicated and the state
-is donated. `Trainer.fit` is the one LRF training loop (lrf.run and the
+groups split over every device of the ("data", "fsdp") mesh; parameters,
+gradients and optimizer moments are split over "fsdp" by the one sharding
+rule (core/mesh.fsdp_shardings; `lrf.fsdp`, 1: replicated) and the state is
+donated. `Trainer.fit` is the one LRF training loop (lrf.run and the
 loop's LocalRewards both call it).
 """
 
@@ -19,9 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from optimas_jax.core.mesh import make_mesh, to_global
+from optimas_jax.core.mesh import (batch_axes, check_fits, fsdp_shardings, make_mesh,
+                                   per_device_bytes, place, to_global)
 from optimas_jax.lrf import loss as loss_lib
 from optimas_jax.lrf.buckets import collate, plan_epoch
 from optimas_jax.lrf.cache import ActivationCache
@@ -232,7 +236,7 @@ class Trainer:
   def __init__(self, lrf, cfg, num_components: int, total_steps: int,
                mesh: Mesh | None = None, cache: ActivationCache | None = None):
     self.lrf, self.cfg, self.k = lrf, cfg, num_components
-    self.mesh = mesh or make_mesh()
+    self.mesh = mesh or make_mesh(cfg.fsdp)
     self.tx = make_optimizer(cfg.optim, total_steps)
     self.loss_cfg = dict(min_gap=cfg.loss.min_gap, margin=cfg.loss.margin,
                          gap_weighting=cfg.loss.gap_weighting,
@@ -242,29 +246,52 @@ class Trainer:
         ActivationCache(lrf, cfg.buckets, max_bytes=cfg.cache_mb << 20)
         if use_cache else None)
     self.repl = NamedSharding(self.mesh, P())
-    self.data = NamedSharding(self.mesh, P(None, "data"))
-    step = functools.partial(train_step, lrf=lrf, tx=self.tx,
-                             loss_cfg=self.loss_cfg, num_components=num_components)
-    # The update mask is a traced argument: one compiled step for every mask.
-    self.jitted_step = jax.jit(
-        step, in_shardings=(self.repl, self.data, self.repl, self.repl),
-        out_shardings=(self.repl, self.repl), donate_argnums=(0,))
+    self.data = NamedSharding(self.mesh, P(None, batch_axes(self.mesh)))
+    self._step = functools.partial(train_step, lrf=lrf, tx=self.tx,
+                                   loss_cfg=self.loss_cfg, num_components=num_components)
+    self._eval = functools.partial(eval_step, lrf=lrf, loss_cfg=self.loss_cfg,
+                                   num_components=num_components)
+    # Compiled at the first step, with the state's own shardings.
+    self.jitted_step = self.eval_fn = None
     self._full_mask = None
-    ev = functools.partial(eval_step, lrf=lrf, loss_cfg=self.loss_cfg,
-                           num_components=num_components)
-    self.eval_fn = jax.jit(ev, in_shardings=(self.repl, self.repl, self.data),
-                           out_shardings=self.repl)
 
   def init_state(self, rng, backbone_params=None) -> TrainState:
     state = init_state(self.lrf, self.tx, rng, backbone_params)
     # Own copies: the step donates the state, and the registry caches and
     # shares its backbone arrays across callers.
     state = jax.tree.map(lambda x: jnp.array(x, copy=True), state)
-    return to_global(state, self.repl)
+    state = place(state, fsdp_shardings(state, self.mesh))
+    logging.info("%s", self.memory_estimate(state))
+    return state
+
+  def memory_estimate(self, state: TrainState, limit: int | None = None) -> str:
+    """Per-device bytes of the placed state and a step's activations, checked against
+    the device's memory before anything compiles (MemoryError naming the fields)."""
+    cfg = self.cfg
+    rows = cfg.groups_per_batch * cfg.max_candidates // max(1, self.mesh.devices.size)
+    hidden = self.lrf.model.backbone.config.hidden_size
+    # Kept for the backward pass: ~16 hidden-sized vectors per token per layer (attention
+    # scores, MLP's 4x hidden, norms), float32.
+    activations = max(rows, 1) * cfg.max_len * hidden * 16 * 4 * self.lrf.num_layers
+    return check_fits(
+        {"parameters": per_device_bytes(state.trainable) + per_device_bytes(state.frozen),
+         "optimizer state": per_device_bytes(state.opt_state), "activations": activations},
+        "LRF training", "raise config.lrf.fsdp (split parameters and optimizer state) or "
+        "lower config.lrf.groups_per_batch / config.lrf.max_len (activations)", limit)
 
   def update_mask(self, trainable, only_head: int | None = None):
     """`update_mask()` for this trainer's K heads, on the mesh."""
     return to_global(update_mask(trainable, self.k, only_head), self.repl)
+
+  def _compile(self, state: TrainState) -> None:
+    """The jitted train and eval steps, with the state's shardings in and out."""
+    shardings = jax.tree.map(lambda x: x.sharding, state)
+    # The update mask is a traced argument: one compiled step for every mask.
+    self.jitted_step = jax.jit(
+        self._step, in_shardings=(shardings, self.data, self.repl, self.repl),
+        out_shardings=(shardings, self.repl), donate_argnums=(0,))
+    self.eval_fn = jax.jit(self._eval, in_shardings=(shardings.trainable, shardings.frozen,
+                                                     self.data), out_shardings=self.repl)
 
   def step_fn(self, state: TrainState, batch, rng, update_mask=None):
     """(state, metrics) after one step; `update_mask` None trains everything."""
@@ -272,6 +299,8 @@ class Trainer:
       if self._full_mask is None:
         self._full_mask = self.update_mask(state.trainable)
       update_mask = self._full_mask
+    if self.jitted_step is None:
+      self._compile(state)
     return self.jitted_step(state, batch, rng, update_mask)
 
   def fit(self, state: TrainState, groups: Sequence, epochs: int, plan_seed: int, *,
@@ -344,6 +373,8 @@ class Trainer:
     for length, idxs in plan:
       b = self.batch(groups, idxs, length, accum=1,
                      micro=self.cfg.groups_per_batch * self.cfg.accum_steps)
+      if self.eval_fn is None:
+        self._compile(state)
       s = self.eval_fn(state.trainable, state.frozen, b)
       total = s if total is None else jax.tree.map(jnp.add, total, s)
     if total is None:

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optimas_jax.models import llama
+from optimas_jax.models import llama, lora
 from optimas_jax.models.tokenizer import pad_ids
 
 
@@ -116,15 +116,28 @@ def _fold_step(keys, step):
   return jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
 
 
-def _generate(module: llama.LlamaDecoder, max_new_tokens: int, params, prompt_ids, prompt_mask,
-              stop_ids, active, keys, temperature, top_p, pad_id):
+def applier(module: llama.LlamaDecoder, params, adapter):
+  """``module.apply`` on ``params``, with ``adapter`` (None: none) applied unmerged."""
+  if adapter is None:
+    return functools.partial(module.apply, params)
+
+  def apply(*args, **kwargs):
+    with lora.unmerged(adapter):
+      return module.apply(params, *args, **kwargs)
+
+  return apply
+
+
+def _generate(module: llama.LlamaDecoder, max_new_tokens: int, params, adapter, prompt_ids,
+              prompt_mask, stop_ids, active, keys, temperature, top_p, pad_id):
   """Traced body: prefill the left-padded prompts, then decode until all rows stop.
 
   ``keys`` (B,) are the rows' own keys; step i samples with ``fold_in(keys[b], i)``.
+  ``adapter``: a LoRA adapter applied unmerged (low-precision bases), or None.
   """
   batch, plen = prompt_ids.shape
   total = plen + max_new_tokens
-  apply = functools.partial(module.apply, params)
+  apply = applier(module, params, adapter)
   cache = llama.init_cache(module.config, batch, total)
   slots = jnp.arange(total)
   # Keys a query may see: real prompt tokens, then every generated slot (causality added below).
@@ -191,11 +204,13 @@ class Generator:
   def generate_ids(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
                    stop_ids: Sequence[int] | Sequence[Sequence[int]] = (),
                    temperature: float = 0.0, top_p: float = 1.0, rng=None,
-                   params=None) -> list[Completion]:
+                   params=None, adapter=None) -> list[Completion]:
     """Completions for token-id prompts; ``stop_ids`` shared or one list per row.
 
     ``params`` replaces the generator's own weights for this call (e.g. base
     + a merged LoRA adapter); same tree and shapes, so no recompilation.
+    ``adapter`` is a LoRA adapter applied unmerged (lora.sampling_mode of a
+    low-precision base); one more compiled program per shape.
 
     ``rng`` (needed when temperature > 0): one key per prompt, stacked on
     axis 0 (``BatchRng.jax_keys()``), or a single key, from which prompt r
@@ -230,7 +245,7 @@ class Generator:
       hi = min(lo + step, len(rows))
       chunk_keys = self._chunk_keys(keys, lo, hi, bucket_batch(hi - lo))
       out += self._chunk(rows[lo:hi], row_stops[lo:hi], max_new_tokens, temperature, top_p,
-                         chunk_keys, self.params if params is None else params)
+                         chunk_keys, self.params if params is None else params, adapter)
     return out
 
   @staticmethod
@@ -241,7 +256,8 @@ class Generator:
     # Filler rows repeat the last real key: they are inactive, their samples are dropped.
     return keys[np.minimum(np.arange(lo, lo + batch), hi - 1)]
 
-  def _chunk(self, rows, row_stops, max_new_tokens, temperature, top_p, keys, params):
+  def _chunk(self, rows, row_stops, max_new_tokens, temperature, top_p, keys, params,
+             adapter=None):
     room = self.max_context - max_new_tokens
     truncated = [max(0, len(r) - room) for r in rows]
     rows = [r[len(r) - min(len(r), room):] or [self.pad_id] for r in rows]
@@ -255,7 +271,7 @@ class Generator:
       stops[i, :len(s)] = s
     active = np.arange(batch) < len(rows)
     with self._lock:
-      tokens, logps = self._fn(max_new_tokens, params, ids, mask, stops, active, keys,
+      tokens, logps = self._fn(max_new_tokens, params, adapter, ids, mask, stops, active, keys,
                                jnp.float32(temperature), jnp.float32(top_p),
                                jnp.int32(self.pad_id))
       tokens, logps = np.asarray(tokens), np.asarray(logps)

@@ -52,8 +52,8 @@ import numpy as np
 from optimas_jax import atomic
 
 Mode = Literal["merged", "unmerged"]
-# Sampling: merge once per adapter (cached by the caller), then decode with
-# the plain kernels: no per-token adapter matmuls.
+# Sampling a float32 base: merge once per adapter (cached by the caller), then
+# decode with the plain kernels: no per-token adapter matmuls.
 SAMPLING_MODE: Mode = "merged"
 # Training: the unmerged form never forms a full-size kernel gradient
 # (dW = x^T dy), only x @ A and its rank-r cotangents.
@@ -257,7 +257,9 @@ def unmerged(adapter):
       return out
     x = args[0].astype(jnp.float32)
     delta = ((x @ ab["a"]) @ ab["b"]) * scaling
-    return out + delta.astype(out.dtype)
+    # One rounding to the activation dtype, of the sum: adding a bfloat16-rounded
+    # delta would round a small one twice.
+    return (out.astype(jnp.float32) + delta).astype(out.dtype)
 
   with nn.intercept_methods(interceptor):
     yield
@@ -277,6 +279,24 @@ def adapted_apply(module, base_params, adapter, *args, mode: Mode = TRAINING_MOD
 
 
 # ---------------------------------------------------------------- files
+
+
+def sampling_mode(base_dtype) -> Mode:
+  """How to sample, score and serve base + adapter so that it is the adapter training sees.
+
+  Float32: merged (W + s A B in float32 is the trained function up to float32
+  rounding). Lower precision: unmerged, as training runs it. A merged kernel
+  in bfloat16 rounds a young adapter's delta away (|s A B| far below W's
+  spacing of 2^-8 relative), and a float32 merged kernel would still be cast to
+  bfloat16 by the Dense layers, so sampling would draw from a different policy
+  than the one whose log-probs the update uses.
+  """
+  return "merged" if jnp.dtype(base_dtype) == jnp.float32 else "unmerged"
+
+
+def base_dtype(base_params):
+  """The dtype of the base's kernels (what `sampling_mode` decides on)."""
+  return next(iter(_layer_kernels(base_params).values())).dtype
 
 
 def _flat_factors(adapter) -> dict[str, np.ndarray]:

@@ -107,11 +107,16 @@ class RLTrainer:
     """Completions of every prompt row with the current adapter (one key per row)."""
     cfg = self.config
     layers = jax.device_get(self.state.trainable["lora"])   # small; lands next to the base
-    merged = lora.merge(self.base, {"layers": layers, "scaling": cfg.lora.scaling})
+    adapter = {"layers": layers, "scaling": cfg.lora.scaling}
+    # The policy the update trains, also in bfloat16 (lora.sampling_mode).
+    if lora.sampling_mode(lora.base_dtype(self.base)) == "merged":
+      params, unmerged = lora.merge(self.base, adapter), None
+    else:
+      params, unmerged = self.base, adapter
     return self.llm.generator.generate_ids(
         prompt_ids, max_new_tokens=cfg.max_new_tokens, stop_ids=self._stop_ids,
         temperature=cfg.temperature, top_p=cfg.top_p, rng=jax.random.key(seed),
-        params=merged)
+        params=params, adapter=unmerged)
 
   def _count_usage(self, completions) -> None:
     """RL samples are LLM work: they go into the backend's token ledger."""

@@ -1,9 +1,9 @@
 """The jitted RL update: train state, reference scoring pass, update step.
 
 ``update_step(state, batch, base_params)`` is pure: the batch is (A, M, ...)
-with A micro-batches accumulated by ``lax.scan`` and M rows sharded over the
-("data",) mesh; the state (adapter, value head, AdamW moments, step) is
-replicated and donated. The base weights are an argument, never
+with A micro-batches accumulated by ``lax.scan`` and M rows split over every
+device of the ("data", "fsdp") mesh; the state (adapter, value head, AdamW
+moments, step) is replicated and donated, the base split over "fsdp". The base weights are an argument, never
 differentiated and never in the optimizer state: ``jax.grad`` is taken
 with respect to ``state.trainable`` only.
 
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from optimas_jax.core.mesh import make_mesh, to_global
+from optimas_jax.core.mesh import batch_axes, fsdp_shardings, make_mesh, place, to_global
 from optimas_jax.rl import objective
 from optimas_jax.rl.config import RLConfig
 
@@ -135,8 +135,9 @@ def _jitted(module, config: RLConfig, mesh: Mesh, max_traces: int | None):
   """(tx, update, score) jitted once per (module, config, mesh): trainers built
   again for the same model and config reuse the compiled programs."""
   tx = make_optimizer(config)
-  replicated, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-  micro_rows = NamedSharding(mesh, P(None, "data"))
+  axes = batch_axes(mesh)
+  replicated, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P(axes))
+  micro_rows = NamedSharding(mesh, P(None, axes))
 
   def step(state, batch, base_params):
     return update_step(state, batch, base_params, module=module, config=config, tx=tx)
@@ -144,18 +145,22 @@ def _jitted(module, config: RLConfig, mesh: Mesh, max_traces: int | None):
   if max_traces is not None:
     import chex  # pylint: disable=import-outside-toplevel
     step = chex.assert_max_traces(step, n=max_traces)
-  update = jax.jit(step, in_shardings=(replicated, micro_rows, replicated),
+  # The base comes in with its own (fsdp) shardings (None: the argument's).
+  update = jax.jit(step, in_shardings=(replicated, micro_rows, None),
                    out_shardings=(replicated, replicated), donate_argnums=(0,))
   score = jax.jit(functools.partial(score_rollout, module=module, config=config),
-                  in_shardings=(replicated, replicated, rows), out_shardings=rows)
+                  in_shardings=(None, replicated, rows), out_shardings=rows)
   return tx, update, score
 
 
 class Updater:
-  """``score_rollout`` and ``update_step`` jitted on a ("data",) mesh.
+  """``score_rollout`` and ``update_step`` jitted on a ("data", "fsdp") mesh.
 
-  Rows of the rollout (and M of an (A, M, ...) minibatch) are split over the
-  mesh; params and state are replicated. ``max_traces`` (tests) wraps the
+  Rows of the rollout (and M of an (A, M, ...) minibatch) are split over
+  every device; the frozen base is split over "fsdp" by the one sharding
+  rule (core/mesh.fsdp_shardings) and gathered layer by layer where the
+  step uses it, so it exists once per device set; the state (adapter, value
+  head, moments: small) is replicated. ``max_traces`` (tests) wraps the
   update in ``chex.assert_max_traces``.
   """
 
@@ -164,8 +169,8 @@ class Updater:
     self.module, self.config = module, config.validate()
     self.mesh = mesh or make_mesh()
     self.replicated = NamedSharding(self.mesh, P())
-    self.rows = NamedSharding(self.mesh, P("data"))
-    self.micro_rows = NamedSharding(self.mesh, P(None, "data"))
+    self.rows = NamedSharding(self.mesh, P(batch_axes(self.mesh)))
+    self.micro_rows = NamedSharding(self.mesh, P(None, batch_axes(self.mesh)))
     self.tx, self.update, self.score = _jitted(module, config, self.mesh, max_traces)
 
   @property
@@ -176,5 +181,5 @@ class Updater:
     return to_global(init_state(self.config, self.tx, adapter, hidden_size), self.replicated)
 
   def place_base(self, base_params):
-    """The base weights replicated on the mesh (no copy when already there)."""
-    return to_global(base_params, self.replicated)
+    """The base weights on the mesh, split over "fsdp" (no copy when already there)."""
+    return place(base_params, fsdp_shardings(base_params, self.mesh))

@@ -67,6 +67,9 @@ def test_bad_config_names_field_and_fix():
   c = small_cfg(buckets=(32, 48))
   with pytest.raises(ValueError, match="buckets.*max_len"):
     validate_lrf_config(c)
+  validate_lrf_config(small_cfg(fsdp=4))          # devices unknown at start-up: checked later
+  with pytest.raises(ValueError, match="config.lrf.fsdp.*divisor of the 4 devices"):
+    validate_lrf_config(small_cfg(fsdp=3), num_devices=4)
 
 
 def test_decoder_backbone_last_token_pooling():

@@ -186,3 +186,13 @@ def test_fit_raises_on_a_non_finite_loss_naming_the_lr(backbone, groups):
       _heads(trainable)["kernel"], jnp.nan)
   with pytest.raises(FloatingPointError, match=r"config.lrf.optim.lr"):
     t.fit(state.replace(trainable=trainable), train, 1, plan_seed=0)
+
+
+def test_the_memory_estimate_names_the_fields_to_change_before_compiling(backbone):
+  t = Trainer(make_lrf(backbone, trainable="full"), small_cfg(trainable="full"), 2, 10)
+  state = t.init_state(jax.random.PRNGKey(0), backbone.params)
+  line = t.memory_estimate(state)
+  assert "parameters" in line and "optimizer state" in line and "activations" in line
+  assert t.jitted_step is None                                  # nothing compiled yet
+  with pytest.raises(MemoryError, match=r"does not fit; raise config.lrf.fsdp.*groups_per_batch"):
+    t.memory_estimate(state, limit=1 << 10)

@@ -18,6 +18,7 @@ import json  # pylint: disable=g-import-not-at-top,wrong-import-position
 import flax
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
 from optimas_jax.core.mesh import to_global, to_host
 from optimas_jax.models import llama
@@ -43,10 +44,14 @@ def main(path: str, digest: str, coordinator: str = "", process_id: str = "0"):
         batches.setdefault(int(first), {})[rest] = data[key]
   base = flax.traverse_util.unflatten_dict(flat_base, sep="/")
   assert lora.base_digest(base) == digest, "base weights changed on the way"
-  updater = Updater(module, PPO)
+  # MESH=DxF: a ("data", "fsdp") mesh of that shape (default 4x1: data parallel).
+  data, fsdp = map(int, os.environ.get("MESH", "4x1").split("x"))
+  updater = Updater(module, PPO, mesh=Mesh(np.array(jax.devices()).reshape(data, fsdp),
+                                           ("data", "fsdp")))
   assert updater.devices == 4
   state = updater.init_state(lora.init_adapter(PPO.lora, base, 0), 32)
   on_mesh = updater.place_base(base)
+  split = sum(not x.sharding.is_fully_replicated for x in jax.tree.leaves(on_mesh))
   out = {k: [] for k in ("loss", "kl", "clip_fraction", "grad_norm")}
   for i in sorted(batches):
     batch = to_global(batches[i], updater.micro_rows)
@@ -54,6 +59,7 @@ def main(path: str, digest: str, coordinator: str = "", process_id: str = "0"):
     for k in out:
       out[k].append(float(m[k]))
   out["shards"] = len(batch["completion_ids"].sharding.device_set)
+  out["split_base_leaves"] = split
   out["params"] = np.concatenate([np.ravel(x) for x in
                                   jax.tree.leaves(to_host(state.trainable))]).tolist()
   print("RESULT " + json.dumps(out))

@@ -71,10 +71,11 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("processes", [1, 2])
+@pytest.mark.parametrize("processes, mesh", [(1, "4x1"), (1, "2x2"), (2, "4x1")])
 def test_four_fake_devices_give_the_one_device_update(tiny_backbone, ppo_updater, tmp_path,
-                                                      processes):
-  """4 devices in one process, or 2 in each of two (jax.distributed on loopback)."""
+                                                      processes, mesh):
+  """4 devices in one process, data parallel or ("data", "fsdp") 2x2 with the base split,
+  or 2 devices in each of two processes (jax.distributed on loopback)."""
   base = tiny_backbone.params
   state = _fresh_state(ppo_updater, base)
   # Three minibatches, old log-probs from the initial adapter (later steps clip).
@@ -84,7 +85,7 @@ def test_four_fake_devices_give_the_one_device_update(tiny_backbone, ppo_updater
                                         for k, v in b.items()},
            **{f"base/{k}": v for k, v in flat_base.items()})
   state, metrics = _run(ppo_updater, state, batches, base)
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", MESH=mesh)
   args = [sys.executable, "-m", "tests.rl._sharded_check", str(tmp_path / "batches.npz"),
           lora.base_digest(base)]
   if processes == 2:
@@ -104,6 +105,7 @@ def test_four_fake_devices_give_the_one_device_update(tiny_backbone, ppo_updater
   four = outs[0]
   assert all(o == four for o in outs)             # every process ends with the same state
   assert four["shards"] == 4
+  assert (four["split_base_leaves"] > 0) == (mesh == "2x2")
   for key in ("loss", "kl", "clip_fraction", "grad_norm"):
     np.testing.assert_allclose(four[key], [float(m[key]) for m in metrics], rtol=1e-4,
                                atol=1e-6, err_msg=key)
