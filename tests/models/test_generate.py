@@ -169,3 +169,18 @@ def test_a_single_key_folds_in_the_row_index_across_chunks(tiny):
   assert run(whole, per_row) == reference
   assert run(whole, jax.random.PRNGKey(9)) == reference   # a raw key is the same key
   assert run(small, key) == reference             # three chunks of two rows: row r is still r
+
+
+def test_greedy_rows_do_not_depend_on_their_batch_mates_prompt_bucket(tiny):
+  """A long batch-mate moves every row to a larger prompt bucket (more left padding):
+  the greedy tokens stay the same; log-probs move by float summation order only."""
+  module, params = tiny
+  gen = generate.Generator(module, params, pad_id=0, prompt_multiple=16)
+  rng = np.random.default_rng(0)
+  prompts = [rng.integers(1, 200, size=n).tolist() for n in (3, 9, 13)]
+  long = rng.integers(1, 200, size=40).tolist()              # 16-token bucket -> 48
+  alone = gen.generate_ids(prompts, max_new_tokens=12)
+  mixed = gen.generate_ids(prompts + [long], max_new_tokens=12)[:3]
+  assert [c.tokens for c in mixed] == [c.tokens for c in alone]
+  for a, m in zip(alone, mixed):
+    np.testing.assert_allclose(m.logprobs, a.logprobs, atol=1e-5)
