@@ -659,6 +659,8 @@ def main(argv=None) -> int:
       parser.error(f"--api_key_env={args.api_key_env} but ${args.api_key_env} is empty; set it")
 
   logging.set_verbosity(logging.INFO)
+  from optimas_jax.runtime import enable_compilation_cache
+  enable_compilation_cache()                # a restarted server reuses its compiled decoders
   server = make_server(args.model, args.host, args.port, dtype=args.dtype,
                        max_context=args.max_context, batch_window_ms=args.batch_window_ms,
                        max_batch=args.max_batch, delay_ms=args.delay_ms,

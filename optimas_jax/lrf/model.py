@@ -70,6 +70,11 @@ class LRFModel(nn.Module):
     r = self.heads(pooled)                      # (K, B)
     return r[component_ids, jnp.arange(r.shape[1])]
 
+  def lower_and_upper(self, tokens, mask, component_ids):
+    """The pooled features the heads read (B, hidden)."""
+    del component_ids
+    return self.upper(self.lower(tokens, mask, 0), mask, 0)
+
   def __call__(self, tokens, mask, component_ids):
     return self.head(self.upper(self.lower(tokens, mask, 0), mask, 0),
                      component_ids)
@@ -110,15 +115,29 @@ class LRF:
   # -- parameters ----------------------------------------------------------
 
   def init(self, rng, backbone_params=None, seq_len: int = 8):
-    """(trainable, frozen) pytrees; `backbone_params` replaces the random init."""
+    """(trainable, frozen) pytrees; `backbone_params` (pretrained) go straight in.
+
+    With pretrained weights only the heads are initialised (the same values as
+    a whole-model init with `rng`: Flax derives a submodule's key from its
+    path); the backbone's shapes are checked against an abstract init
+    (`jax.eval_shape`), never computed. A random backbone that is then
+    replaced cost ~10 s of eager init for MiniLM.
+    """
     k_model, k_lora = jax.random.split(rng)
     tokens = jnp.zeros((1, seq_len), jnp.int32)
-    params = self.model.init(k_model, tokens, jnp.ones_like(tokens),
-                             jnp.zeros((1,), jnp.int32))["params"]
-    params = dict(params)
-    if backbone_params is not None:
-      bp = backbone_params.get("params", backbone_params)
-      params["backbone"] = _check_same_structure(params["backbone"], bp)
+    args = (tokens, jnp.ones_like(tokens), jnp.zeros((1,), jnp.int32))
+    if backbone_params is None:
+      params = dict(self.model.init(k_model, *args)["params"])
+      return self.split(params, k_lora)
+    shapes = jax.eval_shape(self.model.init, k_model, *args)["params"]
+    bp = backbone_params.get("params", backbone_params)
+    hidden = jax.eval_shape(lambda p: self.model.apply(
+        {"params": p}, *args, method=type(self.model).lower_and_upper), shapes)
+    heads = self.model.init(k_model, jnp.zeros(hidden.shape, hidden.dtype), args[2],
+                            method=type(self.model).head)["params"]
+    params = {**heads, "backbone": _check_same_structure(shapes["backbone"], bp)}
+    if set(params) != set(shapes):
+      raise ValueError(f"LRF params {sorted(shapes)}: expected backbone and heads only")
     return self.split(params, k_lora)
 
   def split(self, params, lora_rng):
