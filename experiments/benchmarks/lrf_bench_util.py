@@ -12,6 +12,7 @@ import contextlib
 import math
 import os
 import resource
+import statistics
 import time
 
 
@@ -161,3 +162,41 @@ def group_pairs(scores) -> list[tuple[int, int]]:
   """(chosen, rejected) candidate indices of a group: the pairs the grouped BT loss counts."""
   from optimas_jax.core.pairs import pair_indices
   return pair_indices(scores)
+
+
+# -------------------------------------------------------------- honest runs
+
+
+def side_env(threads: int, cache: str, cache_root: str) -> dict:
+  """The environment of one side's process: its thread count (both frameworks) and
+  its compilation cache ("cold": a fresh empty folder; "warm": a kept one; "off")."""
+  env = dict(os.environ)
+  env["BENCH_THREADS"] = str(threads)
+  env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+  if threads == 1:                       # XLA:CPU's one-thread control
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+                        "intra_op_parallelism_threads=1").strip()
+  if cache == "off":
+    env["OPTIMAS_JAX_COMPILATION_CACHE"] = ""
+  elif cache == "cold":
+    import tempfile  # pylint: disable=import-outside-toplevel
+    env["OPTIMAS_JAX_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="xla-cold-", dir=cache_root)
+  else:
+    env["OPTIMAS_JAX_COMPILATION_CACHE"] = os.path.join(cache_root, "xla-warm")
+  return env
+
+
+def load_record(before: list[float], after: list[float]) -> dict:
+  """Load averages around one run, and whether the run counts as loaded: a 1-minute load
+  above the machine's cores + 0.5 at either end. A loaded run is never quoted."""
+  cores = os.cpu_count() or 1
+  return {"loadavg_before": before, "loadavg_after": after,
+          "loaded": max(before[0], after[0]) > cores + 0.5}
+
+
+def spread(xs) -> dict:
+  """Median and range of a list of numbers (None: never reached)."""
+  vals = [x for x in xs if x is not None]
+  if not vals:
+    return {"median": None, "min": None, "max": None}
+  return {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}

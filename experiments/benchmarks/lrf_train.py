@@ -71,7 +71,13 @@ def parse(argv=None):
                       "none with --quick); '' to only print")
   p.add_argument("--quick", action="store_true",
                  help="smoke run: 8 train / 4 held-out groups, 1 epoch each")
-  p.add_argument("--repeats", type=int, default=1,
+  p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                 help="threads of each side (torch.set_num_threads; 1 also pins XLA:CPU to "
+                      "one thread: the one-thread control)")
+  p.add_argument("--compilation_cache", default="warm", choices=("cold", "warm", "off"),
+                 help="JAX side: a fresh empty persistent cache per run (cold), one kept "
+                      "across runs (warm), or none")
+  p.add_argument("--repeats", type=int, default=3,
                  help="runs per side; medians are reported")
   p.add_argument("--comparisons", default=",".join(COMPARISONS))
   p.add_argument("--sides", default="jax,torch")
@@ -187,7 +193,9 @@ def run_jax(spec: dict) -> dict:
   from optimas_jax.lrf.model import build_lrf
   from optimas_jax.lrf.train import Trainer
   from optimas_jax.models.registry import load_backbone
+  from optimas_jax.runtime import enable_compilation_cache
   # pylint: enable=import-outside-toplevel
+  enable_compilation_cache()            # $OPTIMAS_JAX_COMPILATION_CACHE: cold, warm or off
   s, d = spec["settings"], spec["data"]
   clock = util.Clock()
   load_start = util.loadavg()
@@ -293,17 +301,19 @@ def _set_head(trainable, head_init):
 # parent: specs, one process per side, medians, ratios
 
 
-def run_side(side: str, spec_path: str) -> dict:
+def run_side(side: str, spec_path: str, env: dict | None = None) -> dict:
   t = time.perf_counter()
+  before = util.loadavg()
   proc = subprocess.run([sys.executable, __file__, f"--side={side}",
                          f"--spec={spec_path}"], stdout=subprocess.PIPE,
-                        text=True, check=False)
+                        text=True, check=False, env=env)
   lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT_TAG)]
   if proc.returncode or not lines:
     raise RuntimeError(f"{side} side failed (exit {proc.returncode}); "
                        f"stdout tail: {proc.stdout[-2000:]}")
   out = json.loads(lines[-1][len(RESULT_TAG):])
   out["process_wall_s"] = round(time.perf_counter() - t, 1)
+  out.update(util.load_record(before, util.loadavg()))
   return out
 
 
@@ -323,6 +333,9 @@ def summarize(runs: list[dict]) -> dict:
   out["never_reached"] = out["seconds_to_target"] is None
   out["pairs_trained"] = runs[0]["pairs_trained"]
   out["framework"] = runs[0]["framework"]
+  for k in ("pairs_per_s", "setup_s", "seconds_to_target"):
+    out[f"{k}_spread"] = util.spread([r[k] for r in runs])
+  out["loaded_runs"] = sum(r["loaded"] for r in runs)
   out["runs"] = runs
   return out
 
@@ -355,8 +368,10 @@ def main():
       benchmark="lrf_train",
       command=" ".join(["python", "experiments/benchmarks/lrf_train.py"] + sys.argv[1:]),
       quick=args.quick, repeats=args.repeats,
-      aggregate=f"median over {args.repeats} run(s) per side; each side in its "
-                "own process, sides run one after another",
+      aggregate=f"median (and range) over {args.repeats} run(s) per side; each side in "
+                "its own process, interleaved (A B A B ...); the load average before and "
+                "after every run; a run above cores + 0.5 is marked loaded, and a result "
+                "with any loaded run is not quotable",
       clocks=("setup_s: model load + init + cache fill + compile (JAX: one "
               "warm-up step per step shape on a throwaway state, its execution "
               "taken out at the median step time); "
@@ -378,14 +393,15 @@ def main():
       if comparison not in COMPARISONS:
         sys.exit(f"--comparisons: unknown {comparison!r}; use {COMPARISONS}")
       runs = {side: [] for side in args.sides.split(",")}
-      for r in range(args.repeats):
+      for r in range(args.repeats):         # interleaved: A B A B A B
         spec = make_spec(args, comparison, args.seed + r, train, held, backbone)
         path = pathlib.Path(tmp) / f"{comparison}_{r}.json"
         path.write_text(json.dumps(spec))
         for side in runs:
           print(f"[lrf_train] {comparison} repeat {r} {side} ...", file=sys.stderr,
                 flush=True)
-          runs[side].append(run_side(side, str(path)))
+          env = util.side_env(args.threads, args.compilation_cache, tmp)
+          runs[side].append(run_side(side, str(path), env))
       block = dict(settings=spec["settings"], step_holds=STEP_HOLDS[comparison])
       block.update({side: summarize(rs) for side, rs in runs.items()})
       out[comparison] = block
@@ -405,6 +421,13 @@ def main():
               k: (out[f"full_finetune_speedup_{k}"] or 0) >= 1.5
               for k in ("pairs_per_s", f"time_to_{target_key}")}
   out["machine"]["loadavg_end"] = util.loadavg()
+  out["threads"] = {"jax": ("XLA:CPU's own pool (all cores)" if args.threads != 1 else
+                            "1 (--xla_cpu_multi_thread_eigen=false, intra_op=1)"),
+                    "torch": f"torch.set_num_threads({args.threads})"}
+  out["compilation_cache"] = args.compilation_cache
+  loaded = sum(out[c][side]["loaded_runs"] for c in args.comparisons.split(",")
+               for side in args.sides.split(",") if c in out and side in out[c])
+  out["quotable"] = loaded == 0                # a loaded run is never quoted
   out["wall_s"] = round(time.perf_counter() - t_all, 1)
   text = json.dumps(out, indent=1)
   print(text)

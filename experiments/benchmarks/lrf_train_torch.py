@@ -31,7 +31,7 @@ def run(spec: dict) -> dict:
   clock = util.Clock()
   load_start = util.loadavg()
   torch.manual_seed(s["seed"])
-  torch.set_num_threads(os.cpu_count() or 1)
+  torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
   train, held = spec["train"], spec["held"]
   steps = [idxs for epoch in spec["plans"] for _, idxs in epoch]
   rec = util.Recorder(clock, s["eval_every"], len(steps))
