@@ -13,7 +13,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from optimas_jax.methods import compare
-from optimas_jax.runtime import QuietLibraries, enable_compilation_cache, init_distributed, is_writer
+from optimas_jax.core.mesh import is_writer
+from optimas_jax.runtime import QuietLibraries, enable_compilation_cache, init_distributed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)

@@ -6,8 +6,6 @@ import os
 import jax
 from absl import flags, logging
 
-from optimas_jax.core.mesh import is_writer  # noqa: F401  (the entry points' one import)
-
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", os.environ.get("JAX_COORDINATOR_ADDRESS", ""),
     "host:port of process 0 for a multi-process run (jax.distributed); default "
