@@ -4,8 +4,10 @@ sandbox's uids and limits, the machine's memory and disk, and an unprivileged pa
 
 import json
 import os
+import pathlib
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -178,9 +180,25 @@ UNPRIVILEGED = textwrap.dedent("""
 
 
 @ROOT_ONLY
+def _closed_to_others(path: pathlib.Path):
+  """The first folder from / down to `path` that other users cannot enter, or None."""
+  for folder in [*reversed(path.resolve().parents), path.resolve()]:
+    if not folder.stat().st_mode & stat.S_IXOTH:
+      return folder
+  return None
+
+
 def test_an_unprivileged_user_gets_namespaces_or_a_clear_refusal():
   if not shutil.which("setpriv") or not shutil.which("unshare"):
     pytest.skip("util-linux setpriv/unshare are missing")
+  # The unprivileged user must reach the checkout and its venv (a `mktemp -d` clone is
+  # 0700): say so instead of failing on an import the sandbox never got to run.
+  for needed in (pathlib.Path(__file__).parents[2], pathlib.Path(sys.prefix)):
+    closed = _closed_to_others(needed)
+    if closed is not None:
+      pytest.skip(f"{closed} (mode {oct(closed.stat().st_mode & 0o777)}) is closed to other "
+                  f"users, so the unprivileged user cannot import from {needed}; clone into "
+                  "a folder others may enter to run this test")
   env = {**os.environ, "PYTHON": sys.executable, "PROGRAM": UNPRIVILEGED}
   out = subprocess.run(["unshare", "-m", "sh", "-c", AS_NOBODY], env=env, cwd="/",
                        capture_output=True, text=True, timeout=120)
