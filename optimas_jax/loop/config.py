@@ -7,6 +7,7 @@ second with the field's name and the fix, not an hour into a run.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 
 from optimas_jax.loop.gate import SPENDING, TESTS
 from optimas_jax.lrf.config import validate_lrf_config
@@ -24,12 +25,32 @@ def _check_fields(where: str, given, dataclass) -> None:
     raise ValueError(f"config.{where}: unknown fields {unknown}; known: {sorted(known)}")
 
 
+BACKENDS = ("local", "ray")
+
+
+def _validate_execution(execution) -> None:
+  if execution.backend not in BACKENDS:
+    raise ValueError(f"config.execution.backend: got {execution.backend!r}; choose one of "
+                     f"{BACKENDS}")
+  if execution.backend != "ray":
+    return
+  if importlib.util.find_spec("ray") is None:
+    raise ValueError("config.execution.backend='ray' needs Ray: pip install -e '.[ray]' "
+                     "(or use execution.backend='local')")
+  if execution.ray_actors < 1:
+    raise ValueError(f"config.execution.ray_actors: got {execution.ray_actors}; use >= 1")
+  if execution.ray_cpus_per_actor <= 0:
+    raise ValueError(f"config.execution.ray_cpus_per_actor: got "
+                     f"{execution.ray_cpus_per_actor}; use > 0")
+
+
 def validate(config, trains_lrf: bool) -> None:
   """The task's fields and the harness's, and the LRF's where the method trains one."""
   def bad(field, message):
     raise ValueError(f"config.{field}: {message}")
 
   registry.validate(config)
+  _validate_execution(config.execution)
   loop = config.loop
   if loop.selection not in SELECTIONS:
     bad("loop.selection", f"got {loop.selection!r}; choose one of {SELECTIONS}")

@@ -18,6 +18,7 @@ from optimas_jax.core.registry import lookup
 from optimas_jax.loop import config as loop_config
 from optimas_jax.loop import harness
 from optimas_jax.loop.optimas import VARIANTS
+from optimas_jax.methods import placement
 from optimas_jax.peers import gepa, mipro, textgrad
 from optimas_jax.tasks import registry as tasks
 
@@ -47,7 +48,7 @@ def run(task, config, workdir, reuse_summary: bool = False) -> dict:
 
 def run_job(config, workdir: str) -> dict:
   """Entry for `config.job == "optimas"`: builds the task, runs the method."""
-  summary = run(tasks.build(config), config, workdir)
+  summary = run(placement.place(tasks.build(config), config), config, workdir)
   print(json.dumps({k: summary[k] for k in ("method", "seed", "test", "val", "iterations",
                                             "budget_runs", "wall_s")}, default=float))
   return summary

@@ -31,6 +31,7 @@ import numpy as np
 from absl import logging
 
 from optimas_jax import methods as methods_lib
+from optimas_jax.methods import placement
 from optimas_jax.metrics_log import MetricsLog
 from optimas_jax.tasks import registry
 
@@ -141,7 +142,7 @@ def run_all(config, root: pathlib.Path, seeds, methods=None, budget_runs: int = 
       # Arms with the same overrides share one task (models, indexes); its counters
       # start afresh for every run.
       if arm.overrides not in tasks:
-        tasks[arm.overrides] = registry.build(cfg)
+        tasks[arm.overrides] = placement.place(registry.build(cfg), cfg)
       task = tasks[arm.overrides]
       task.system.counters.reset()
       task.reset_usage()

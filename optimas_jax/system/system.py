@@ -8,11 +8,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from optimas_jax.system.component import Component, execute
+from optimas_jax.system.component import Component
 from optimas_jax.system.config import SystemConfig
 from optimas_jax.system.counters import BudgetSpent, Counters
-from optimas_jax.system.execution import ExampleFailure
-from optimas_jax.core.seeds import BatchRng, derive_seed
+from optimas_jax.system.runners import LocalRunner, Runner
+from optimas_jax.system.trace import Trace
+from optimas_jax.core.seeds import derive_seed
 
 
 class SystemDefinitionError(ValueError):
@@ -34,44 +35,6 @@ class Metric:
 
   def __post_init__(self):
     object.__setattr__(self, "fields", tuple(self.fields))
-
-
-@dataclasses.dataclass
-class Step:
-  """One component's record in a trace."""
-
-  inputs: dict
-  outputs: dict
-  variable: Any
-
-
-@dataclasses.dataclass
-class Trace:
-  """Everything one example went through: inputs, each step, and any failure."""
-
-  index: int
-  seed: int
-  example: dict
-  steps: dict[str, Step]
-  failure: ExampleFailure | None = None
-
-  @property
-  def failed(self) -> bool:
-    return self.failure is not None
-
-  def with_outputs(self, component: str, outputs: dict) -> "Trace":
-    """A copy of this trace with `component`'s outputs replaced (a candidate)."""
-    steps = dict(self.steps)
-    old = steps[component]
-    steps[component] = Step(old.inputs, dict(outputs), old.variable)
-    return Trace(self.index, self.seed, self.example, steps, self.failure)
-
-  def context(self) -> dict:
-    """System inputs plus every produced field."""
-    ctx = dict(self.example)
-    for step in self.steps.values():
-      ctx.update(step.outputs)
-    return ctx
 
 
 @dataclasses.dataclass
@@ -100,7 +63,8 @@ class System:
   """
 
   def __init__(self, components: Sequence[Component], input_fields: Sequence[str],
-               metric: Metric, counters: Counters | None = None):
+               metric: Metric, counters: Counters | None = None,
+               runner: Runner | None = None):
     self.components = {c.name: c for c in components}
     if len(self.components) != len(components):
       names = [c.name for c in components]
@@ -109,6 +73,8 @@ class System:
     self.input_fields = tuple(input_fields)
     self.metric = metric
     self.counters = counters or Counters()
+    # Where batches run (system/runners.py); the run's result does not depend on it.
+    self.runner = runner or LocalRunner()
     self.producer = self._producers()
     self.parents = {c.name: sorted({self.producer[f] for f in c.input_fields
                                     if f in self.producer}, key=self._decl_index)
@@ -288,27 +254,13 @@ class System:
 
   def _run_components(self, names, traces: list[Trace], config: SystemConfig, sample):
     if sample is None or isinstance(sample, (int, np.integer, str)):
-      samples = {id(t): sample for t in traces}
+      samples = [sample] * len(traces)
     else:
       if len(sample) != len(traces):
         raise ValueError(f"{len(sample)} sample indices for {len(traces)} traces")
-      samples = {id(t): s for t, s in zip(traces, sample)}
-    for name in names:
-      comp = self.components[name]
-      active = [t for t in traces if not t.failed]
-      if not active:
-        return
-      contexts = [t.context() for t in active]
-      inputs = [{f: ctx[f] for f in comp.input_fields} for ctx in contexts]
-      variable = config[name] if comp.variable is not None else None
-      rng = BatchRng(tuple(derive_seed(t.seed, name, "" if samples[id(t)] is None
-                                       else samples[id(t)]) for t in active))
-      results = execute(comp, inputs, variable, rng, self.counters)
-      for t, inp, res in zip(active, inputs, results):
-        if isinstance(res, ExampleFailure):
-          t.failure = res
-        else:
-          t.steps[name] = Step(inp, res, variable)
+      samples = list(sample)
+    if traces:
+      self.runner.run(self, tuple(names), traces, config, samples)
 
   def _result(self, traces: list[Trace]) -> RunResult:
     preds = [None if t.failed else t.context() for t in traces]
