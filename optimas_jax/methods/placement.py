@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 
 import jax
+from absl import logging
 
 from optimas_jax.system import runners
 from optimas_jax.tasks import registry
@@ -38,4 +39,5 @@ def runner(config) -> runners.Runner:
 def place(task, config):
   """`task` with its system's runner set from the config."""
   task.system.runner = runner(config)
+  logging.info("system runs and rollouts: %s", task.system.runner)
   return task

@@ -19,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Protocol, Sequence
 
+import jax
+
 from optimas_jax.core import processes
 from optimas_jax.core.seeds import BatchRng, derive_seed
 from optimas_jax.system.component import execute
@@ -58,6 +60,9 @@ def run_components(system, names, traces: list, config, samples: list,
 
 class LocalRunner:
   """Everything in this process."""
+
+  def __repr__(self) -> str:
+    return "LocalRunner(this process)"
 
   def run(self, system, names, traces, config, samples) -> None:
     run_components(system, names, traces, config, samples, system.counters)
@@ -108,6 +113,9 @@ class ProcessRunner:
   exchanged through JAX's collectives (core/processes.allgather_objects).
   """
 
+  def __repr__(self) -> str:
+    return f"ProcessRunner(a block per process, {jax.process_count()} processes)"
+
   def run(self, system, names, traces, config, samples) -> None:
     mine = processes.share(len(traces))
     shard = [traces[i] for i in mine]
@@ -153,6 +161,9 @@ class RayRunner:
                              max_task_retries=max_retries)(_SystemActor)
     self.factory, self.num_actors = factory, num_actors
     self.actors = []
+
+  def __repr__(self) -> str:
+    return f"RayRunner({self.num_actors} Ray actors)"
 
   def run(self, system, names, traces, config, samples) -> None:
     if not self.actors:   # on first use: the actors' model loads overlap nothing else
