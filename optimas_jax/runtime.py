@@ -2,6 +2,8 @@
 multi-process initialisation, log filters."""
 
 import os
+import socket
+import time
 
 import jax
 from absl import flags, logging
@@ -13,9 +15,47 @@ _COORDINATOR = flags.DEFINE_string(
 _NUM_PROCESSES = flags.DEFINE_integer(
     "num_processes", int(os.environ.get("JAX_NUM_PROCESSES", "1")),
     "Processes of a multi-process run (default $JAX_NUM_PROCESSES or 1).")
+_TIMEOUT = flags.DEFINE_integer(
+    "distributed_timeout_s", 120,
+    "Seconds a multi-process run waits for the coordinator and for every process to join "
+    "before it stops with an error (JAX aborts the process at this deadline).")
 _PROCESS_ID = flags.DEFINE_integer(
     "process_id", int(os.environ.get("JAX_PROCESS_ID", "0")),
     "This process's index, 0..num_processes-1 (default $JAX_PROCESS_ID or 0).")
+
+
+def _host_port(address: str) -> tuple[str, int]:
+  host, _, port = address.rpartition(":")
+  if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    raise ValueError(f"--coordinator_address={address!r}: give host:port, e.g. "
+                     "10.0.0.1:1234 (process 0's address, the same for every process)")
+  return host, int(port)
+
+
+def _check_coordinator(host: str, port: int, process_id: int, timeout_s: float) -> None:
+  """Fails in seconds, naming the flag, where JAX would wait and then abort: process 0
+  cannot listen on the port, or another process cannot reach process 0."""
+  if process_id == 0:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+      s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+      try:
+        s.bind(("", port))
+      except OSError as e:
+        raise ValueError(f"--coordinator_address={host}:{port}: process 0 cannot listen on "
+                         f"port {port} ({e}); choose a free port") from None
+    return
+  deadline = time.monotonic() + timeout_s
+  while True:
+    try:
+      socket.create_connection((host, port), timeout=2).close()
+      return
+    except OSError as e:
+      if time.monotonic() > deadline:
+        raise ValueError(
+            f"--coordinator_address={host}:{port}: process 0's coordinator did not answer "
+            f"within {timeout_s:g} s (--distributed_timeout_s) ({e}); start process 0 with "
+            "the same --coordinator_address, or fix the address") from None
+      time.sleep(0.5)
 
 
 def init_distributed() -> None:
@@ -33,8 +73,20 @@ def init_distributed() -> None:
   if not _COORDINATOR.value:
     raise ValueError(f"--num_processes={n} needs --coordinator_address=host:port "
                      "(process 0's address, the same for every process)")
+  if _TIMEOUT.value < 1:
+    raise ValueError(f"--distributed_timeout_s={_TIMEOUT.value}: use >= 1")
+  host, port = _host_port(_COORDINATOR.value)
+  _check_coordinator(host, port, _PROCESS_ID.value, _TIMEOUT.value)
+  # JAX aborts (SIGABRT, DEADLINE_EXCEEDED) when not every process joins in time; say
+  # beforehand what that will mean.
+  logging.warning(
+      "process %d of %d (--num_processes) joining %s (--coordinator_address); within %d s "
+      "(--distributed_timeout_s) all %d processes must join with the same "
+      "--num_processes and --coordinator_address, else JAX aborts with DEADLINE_EXCEEDED",
+      _PROCESS_ID.value, n, _COORDINATOR.value, _TIMEOUT.value, n)
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(_COORDINATOR.value, num_processes=n, process_id=_PROCESS_ID.value)
+  jax.distributed.initialize(_COORDINATOR.value, num_processes=n, process_id=_PROCESS_ID.value,
+                             initialization_timeout=_TIMEOUT.value)
   logging.info("process %d of %d, coordinator %s", jax.process_index(), jax.process_count(),
                _COORDINATOR.value)
 
