@@ -25,7 +25,9 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
+from optimas_jax.core import mesh as mesh_lib
 from optimas_jax.models import llama, lora
 from optimas_jax.models.tokenizer import pad_ids
 
@@ -187,8 +189,11 @@ class Generator:
   def __init__(self, module: llama.LlamaDecoder, params, pad_id: int, *,
                prompt_multiple: int = 64, max_batch: int = 32,
                max_context: int | None = None, max_traces: int | None = None,
-               max_batch_tokens: int = 16384):
+               max_batch_tokens: int = 16384, mesh=None):
     self.module, self.params, self.pad_id = module, params, int(pad_id)
+    # With a ("data", "fsdp") mesh, each batch's rows are split over every device and
+    # the weights are used where they lie (split over "fsdp" by core/mesh's rule).
+    self.mesh = mesh
     self.max_batch_tokens = max_batch_tokens
     self.prompt_multiple, self.max_batch = prompt_multiple, max_batch
     self.max_context = min(max_context or module.config.max_position_embeddings,
@@ -248,6 +253,14 @@ class Generator:
                          chunk_keys, self.params if params is None else params, adapter)
     return out
 
+  def _on_mesh(self, rows_in):
+    """The row arrays split over every device of the mesh (keys travel as their data)."""
+    *arrays, keys = rows_in
+    sharding = NamedSharding(self.mesh, P(mesh_lib.batch_axes(self.mesh)))
+    arrays = mesh_lib.to_global([np.asarray(a) for a in arrays], sharding)
+    key_data = mesh_lib.to_global(np.asarray(jax.random.key_data(keys)), sharding)
+    return (*arrays, jax.random.wrap_key_data(key_data))
+
   @staticmethod
   def _chunk_keys(keys, lo: int, hi: int, batch: int):
     """The (batch,) keys of rows lo..hi-1; filler rows past hi get unused dummy keys."""
@@ -263,6 +276,8 @@ class Generator:
     rows = [r[len(r) - min(len(r), room):] or [self.pad_id] for r in rows]
     plen = min(bucket_length(max(map(len, rows)), self.prompt_multiple), room)
     batch = bucket_batch(len(rows))
+    if self.mesh is not None:         # every device gets the same number of rows
+      batch = -(-batch // self.mesh.size) * self.mesh.size
     filler = [[self.pad_id]] * (batch - len(rows))   # inactive rows: stopped from the start
     ids, mask = pad_ids(rows + filler, self.pad_id, length=plen, side="left")
     width = bucket_length(max(len(s) for s in row_stops), 8)   # a new width would retrace
@@ -270,11 +285,16 @@ class Generator:
     for i, s in enumerate(row_stops):
       stops[i, :len(s)] = s
     active = np.arange(batch) < len(rows)
+    if len(keys) < batch:             # mesh padding: filler rows reuse the last key
+      keys = keys[np.minimum(np.arange(batch), len(keys) - 1)]
+    rows_in = (ids, mask, stops, active, keys)
+    if self.mesh is not None:
+      rows_in = self._on_mesh(rows_in)
     with self._lock:
-      tokens, logps = self._fn(max_new_tokens, params, adapter, ids, mask, stops, active, keys,
+      tokens, logps = self._fn(max_new_tokens, params, adapter, *rows_in,
                                jnp.float32(temperature), jnp.float32(top_p),
                                jnp.int32(self.pad_id))
-      tokens, logps = np.asarray(tokens), np.asarray(logps)
+      tokens, logps = mesh_lib.to_host((tokens, logps))
     out = []
     for i, row in enumerate(rows):
       hits = np.flatnonzero(np.isin(tokens[i], row_stops[i])) if row_stops[i] else []

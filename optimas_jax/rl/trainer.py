@@ -91,6 +91,12 @@ class RLTrainer:
     self._digest = np.asarray(adapter["base_digest"], np.uint8)
     self.updater = Updater(self.module, config, mesh, max_traces)
     self.base_on_mesh = self.updater.place_base(self.base)
+    if jax.process_count() == 1:
+      # One copy of the base per device set: the sampler (and every other user of this
+      # LLM) decodes from the updater's split weights, rows split over the mesh. Across
+      # processes the LLM keeps its own copy: system components call it per process.
+      llm.generator.params, llm.generator.mesh = self.base_on_mesh, self.updater.mesh
+      self.base = self.base_on_mesh
     self.state: RLState = self.updater.init_state(adapter, self.module.config.hidden_size)
     self._stop_ids = list(llm.tokenizer.eos_ids) if config.stop_at_eos else []
 
