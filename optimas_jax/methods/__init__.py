@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import json
 
+from absl import logging
+
 from optimas_jax.core.registry import lookup
 from optimas_jax.loop import config as loop_config
 from optimas_jax.loop import harness
 from optimas_jax.loop.optimas import VARIANTS
 from optimas_jax.methods import placement
+from optimas_jax.optimize import text_policy
+from optimas_jax.tasks.base import TextPolicy
 from optimas_jax.peers import gepa, mipro, textgrad
 from optimas_jax.tasks import registry as tasks
 
@@ -48,7 +52,11 @@ def run(task, config, workdir, reuse_summary: bool = False) -> dict:
 
 def run_job(config, workdir: str) -> dict:
   """Entry for `config.job == "optimas"`: builds the task, runs the method."""
-  summary = run(placement.place(tasks.build(config), config), config, workdir)
+  task = placement.place(tasks.build(config), config)
+  for name, policy in task.policies.items():
+    if isinstance(policy, TextPolicy):      # before any RL step compiles
+      logging.info("%s: %s", name, text_policy.memory_report(policy, config.optimizers.rl))
+  summary = run(task, config, workdir)
   print(json.dumps({k: summary[k] for k in ("method", "seed", "test", "val", "iterations",
                                             "budget_runs", "wall_s")}, default=float))
   return summary

@@ -17,6 +17,7 @@ import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from absl import logging
 
 def lora_config_of(adapter):
   """The LoraConfig an adapter pytree was made with (rank, alpha, targets)."""
@@ -32,6 +33,17 @@ def lora_config_of(adapter):
 RewardFn = Callable[[Sequence[int], Sequence[dict]], np.ndarray]
 
 
+def memory_report(policy, rl_config) -> str:
+  """The per-device estimate of one RL step of `policy` at the longest prompt its context
+  allows (a start-up bound; each local step logs its own at its real prompt lengths)."""
+  from optimas_jax.rl.config import from_experiment
+  from optimas_jax.rl.trainer import RLTrainer
+  trainer = RLTrainer(policy.llm, from_experiment(rl_config,
+                                                  max_new_tokens=policy.max_new_tokens))
+  return trainer.memory_estimate(rl_config.prompts,
+                                 policy.llm.generator.max_context - policy.max_new_tokens)
+
+
 def optimize(policy, adapter, inputs: Sequence[dict], reward: RewardFn, rl_config,
              rng: np.random.Generator) -> tuple[Any, dict]:
   """`rl_config.steps` RL steps from `adapter`; returns (new adapter, stats)."""
@@ -45,6 +57,8 @@ def optimize(policy, adapter, inputs: Sequence[dict], reward: RewardFn, rl_confi
   trainer = RLTrainer(policy.llm, from_experiment(
       rl_config, max_new_tokens=policy.max_new_tokens, lora=lora_config_of(adapter)),
       adapter=adapter, seed=int(rng.integers(2**31)))
+  logging.info(trainer.memory_estimate(min(rl_config.prompts, len(inputs)),
+                                       trainer.longest_prompt(prompts)))
   history, t0 = [], time.time()
   for step in range(rl_config.steps):
     chosen = [int(i) for i in rng.choice(len(inputs), size=min(rl_config.prompts, len(inputs)),

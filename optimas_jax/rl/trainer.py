@@ -26,12 +26,12 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
-from optimas_jax.core.mesh import to_global, to_host
+from optimas_jax.core.mesh import check_fits, per_device_bytes, to_global, to_host
 from optimas_jax.llm.base import Generation
 from optimas_jax.models import generate as gen_lib
 from optimas_jax.models.tokenizer import pad_ids
 from optimas_jax.models import lora
-from optimas_jax.rl import objective
+from optimas_jax.rl import memory, objective
 from optimas_jax.rl.config import RLConfig
 from optimas_jax.rl.update import RLState, Updater
 
@@ -106,6 +106,28 @@ class RLTrainer:
     return {"base_digest": self._digest.copy(),
             "scaling": np.asarray(self.config.lora.scaling, np.float32),
             "layers": jax.device_get(self.state.trainable["lora"])}
+
+  def longest_prompt(self, prompts: Sequence) -> int:
+    """Tokens of the longest of `prompts` as a step would feed them."""
+    texts = [self.llm.render(p) for p in prompts]
+    return max(map(len, self.llm.tokenizer.encode_batch(texts, add_special_tokens=False)))
+
+  def memory_estimate(self, prompts: int, prompt_tokens: int, limit: int | None = None) -> str:
+    """Per-device bytes of a step of `prompts` prompts of up to `prompt_tokens` tokens,
+    checked against the device's memory (MemoryError naming the fields to change)."""
+    gen = self.llm.generator
+    prompt_tokens = min(gen_lib.bucket_length(prompt_tokens, gen.prompt_multiple),
+                        gen.max_context - self.config.max_new_tokens)
+    estimate = memory.parts(
+        self.module.config, self.config, base_bytes=per_device_bytes(self.base_on_mesh),
+        state_bytes=per_device_bytes(self.state), devices=self.updater.devices,
+        rows=self._rows(prompts * self.config.group_size), prompt_tokens=prompt_tokens,
+        decode_rows=gen.max_batch)
+    return check_fits(
+        estimate, "RL step",
+        "lower config.optimizers.rl.prompts or group_size (rows), raise minibatches or "
+        "accum_steps (activations), lower max_new_tokens, or run on more devices "
+        "(the base splits over fsdp)", limit)
 
   # ------------------------------------------------------------ rollouts
 

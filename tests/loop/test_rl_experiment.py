@@ -21,6 +21,8 @@ def test_smoke_config_trains_the_adapter_against_its_lrf(tmp_path):
       [sys.executable, "-m", "optimas_jax.main", "--config=experiments/geoqa_rl.py:smoke",
        f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=1200)
   assert proc.returncode == 0, proc.stderr[-3000:]
+  # The RL step's per-device memory, at start-up (a bound) and at the local step.
+  assert proc.stderr.count("RL step: per-device estimate base ") == 2
   records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   (it,) = [r for r in records if r["event"] == "iteration"]
   assert it["component"] == "query_writer"
@@ -58,6 +60,12 @@ def test_a_step_with_no_inputs_is_skipped_and_rewards_map_back_to_inputs(monkeyp
   class FakeTrainer:
     def __init__(self, llm, config, adapter, seed):
       self.adapter = adapter
+
+    def longest_prompt(self, prompts):
+      return max(map(len, prompts))
+
+    def memory_estimate(self, prompts, prompt_tokens):
+      return f"RL step: {prompts} prompts of {prompt_tokens} tokens"
 
     def step(self, prompts, reward_fn, seed):
       rewards = reward_fn([p for p in prompts for _ in range(2)], ["a", "b"] * len(prompts))

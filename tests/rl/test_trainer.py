@@ -101,3 +101,17 @@ def test_trainer_refuses_an_adapter_of_another_rank_or_base(tiny_llm):
   other = lora.init_adapter(PPO.lora, jax.tree.map(lambda x: x * 2, base), 0)
   with pytest.raises(ValueError, match="RLTrainer adapter was trained on base weights"):
     RLTrainer(tiny_llm, PPO, adapter=other)
+
+
+def test_memory_estimate_names_the_fields_when_a_step_cannot_fit(tiny_llm):
+  from optimas_jax.rl import memory
+  from optimas_jax.rl.trainer import RLTrainer
+  trainer = RLTrainer(tiny_llm, PPO)
+  line = trainer.memory_estimate(prompts=4, prompt_tokens=10)
+  for part in ("base", "trainable state", "KV cache", "activations"):
+    assert part in line
+  model = tiny_llm.generator.module.config
+  # 4 prompts x 8 samples = 32 rows, one decode chunk; prompt bucket 16 + 12 new tokens.
+  assert f"KV cache {memory.kv_cache_bytes(model, 32, 28) / 2**20:.1f} MiB" in line
+  with pytest.raises(MemoryError, match="lower config.optimizers.rl.prompts or group_size"):
+    trainer.memory_estimate(prompts=4, prompt_tokens=10, limit=2**20)
