@@ -59,8 +59,14 @@ def make_optimizer(optim, total_steps: int) -> optax.GradientTransformation:
 
 def init_state(lrf, tx, rng, backbone_params=None) -> TrainState:
   trainable, frozen = lrf.init(rng, backbone_params)
+  # Adam's moments in float32 whatever the parameters' dtype: a bfloat16 moment would
+  # round small updates away, and the step returns them in float32 anyway (so a bf16
+  # start would compile the step twice).
+  opt_state = jax.tree.map(
+      lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+      tx.init(trainable))
   return TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
-                    frozen=frozen, opt_state=tx.init(trainable))
+                    frozen=frozen, opt_state=opt_state)
 
 
 def update_mask(trainable, num_components: int, only_head: int | None = None):

