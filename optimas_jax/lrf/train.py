@@ -62,9 +62,9 @@ def init_state(lrf, tx, rng, backbone_params=None) -> TrainState:
   # Adam's moments in float32 whatever the parameters' dtype: a bfloat16 moment would
   # round small updates away, and the step returns them in float32 anyway (so a bf16
   # start would compile the step twice).
-  opt_state = jax.tree.map(
+  opt_state = jax.jit(lambda t: jax.tree.map(
       lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x,
-      tx.init(trainable))
+      tx.init(t)))(trainable)           # one program, not an eager op per leaf shape
   return TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
                     frozen=frozen, opt_state=opt_state)
 
@@ -265,7 +265,9 @@ class Trainer:
     state = init_state(self.lrf, self.tx, rng, backbone_params)
     # Own copies: the step donates the state, and the registry caches and
     # shares its backbone arrays across callers.
-    state = jax.tree.map(lambda x: jnp.array(x, copy=True), state)
+    # Buffer copies, no kernels. (Copied where they lie first: a resharding put may keep
+    # device 0's buffer, which the first donated step would then delete.)
+    state = jax.device_put(state, may_alias=False)
     state = place(state, fsdp_shardings(state, self.mesh))
     logging.info("%s", self.memory_estimate(state))
     return state
