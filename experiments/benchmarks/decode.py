@@ -3,13 +3,18 @@
   python experiments/benchmarks/decode.py                      # batch 1, 8, 32
   python experiments/benchmarks/decode.py --batch_sizes=1,8 --prompt_len=64 --new_tokens=16
 
-Prints one JSON object. Every row generates exactly ``new_tokens`` tokens
-(no stop tokens) after a ``prompt_len``-token prompt; tokens/s counts new
-tokens over wall time including the prefill, median of ``repeats`` runs
-after one warm-up (compilation) run. The PyTorch side (when torch is
-importable) runs LlamaForCausalLM on the same float32 weights, copied from
-the JAX params. ``bf16_peak_rss_mb`` is the peak resident memory of a fresh
-process that loads the model in bfloat16 and generates once.
+Prints one JSON object (and writes it to --out). Every row generates exactly
+``new_tokens`` tokens (no stop tokens) after a ``prompt_len``-token prompt;
+tokens/s counts new tokens over wall time including the prefill, median of
+``repeats`` timed calls after one warm-up (compilation) call. Each side runs
+in its own process, ``rounds`` times interleaved (JAX, PyTorch, JAX, ...),
+with the load average before and after each process and the same thread
+count on both sides (``--threads``; 1 is the one-thread control); a run whose
+load exceeds the cores by 0.5 is marked loaded and the result is quotable
+only without such runs. The PyTorch side runs LlamaForCausalLM on the same
+float32 weights, copied from the JAX params. ``bf16_peak_rss_mb`` is the
+peak resident memory of a fresh process that loads the model in bfloat16 and
+generates once.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import sys
 
 import numpy as np
 
+import lrf_bench_util as util  # experiments/benchmarks: load records, side envs, spreads
 from timing import median_time  # experiments/benchmarks/timing.py
 
 
@@ -83,6 +89,7 @@ def _torch_model(backbone):
 
 def bench_torch(backbone, batches, prompt_len, new_tokens, repeats):
   import torch
+  torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
   model = _torch_model(backbone)
   out = {}
   for b in batches:
@@ -127,59 +134,88 @@ def memory_probe() -> None:
                     "params_mb": round(sum(x.nbytes for x in jax.tree.leaves(b.params)) / 2**20)}))
 
 
+def side(name: str, batches, prompt_len: int, new_tokens: int, repeats: int) -> dict:
+  """One side's process: load, then every batch size; setup = load + first call."""
+  import time
+  t0 = time.perf_counter()
+  from optimas_jax.models import registry
+  from optimas_jax.runtime import enable_compilation_cache
+  enable_compilation_cache()
+  backbone = registry.load_backbone("smollm2-135m")
+  load_s = time.perf_counter() - t0
+  if name == "jax":
+    import jax
+    out = bench_jax(backbone, batches, prompt_len, new_tokens, repeats)
+    versions = {"jax": jax.__version__, "backend": jax.default_backend()}
+  else:
+    out, versions = bench_torch(backbone, batches, prompt_len, new_tokens, repeats)
+  return {"tokens_per_s": {b: r["tokens_per_s"] for b, r in out.items()},
+          "load_s": round(load_s, 3), "versions": versions}
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--batch_sizes", default="1,8,32")
+  parser.add_argument("--batch_sizes", default="1,32")
   parser.add_argument("--prompt_len", type=int, default=256)
   parser.add_argument("--new_tokens", type=int, default=64)
-  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--repeats", type=int, default=1, help="timed calls per process")
+  parser.add_argument("--rounds", type=int, default=3, help="interleaved processes per side")
+  parser.add_argument("--threads", type=int, default=os.cpu_count())
   parser.add_argument("--no_torch", action="store_true")
   parser.add_argument("--no_memory", action="store_true")
+  parser.add_argument("--out", default="")
   parser.add_argument("--memory_probe", action="store_true", help=argparse.SUPPRESS)
-  parser.add_argument("--torch_only", action="store_true", help=argparse.SUPPRESS)
+  parser.add_argument("--side", choices=("jax", "torch"), help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.memory_probe:
     return memory_probe()
   batches = [int(b) for b in args.batch_sizes.split(",")]
-  if args.torch_only:
-    from optimas_jax.models import registry
-    backbone = registry.load_backbone("smollm2-135m")
-    print(json.dumps(bench_torch(backbone, batches, args.prompt_len, args.new_tokens,
-                                 args.repeats)))
+  if args.side:
+    print("RESULT " + json.dumps(side(args.side, batches, args.prompt_len, args.new_tokens,
+                                      args.repeats)))
     return None
-
-  import jax
-  from optimas_jax.models import registry
-  backbone = registry.load_backbone("smollm2-135m")
-  result = {"model": "smollm2-135m (GGUF Q4_1 dequantized to float32)",
+  sides = ["jax"] + ([] if args.no_torch else ["torch"])
+  cache_root = os.path.expanduser("~/.cache/optimas_jax/bench")
+  os.makedirs(cache_root, exist_ok=True)
+  flags = [f"--batch_sizes={args.batch_sizes}", f"--prompt_len={args.prompt_len}",
+           f"--new_tokens={args.new_tokens}", f"--repeats={args.repeats}"]
+  runs = {s: [] for s in sides}
+  for _ in range(args.rounds):
+    for name in sides:                     # interleaved: J T J T J T
+      before = util.loadavg()
+      child = subprocess.run([sys.executable, __file__, f"--side={name}", *flags],
+                             capture_output=True, text=True, check=False,
+                             env=util.side_env(args.threads, "warm", cache_root))
+      lines = [l for l in child.stdout.splitlines() if l.startswith("RESULT ")]
+      if child.returncode or not lines:
+        raise RuntimeError(f"{name} side failed: {child.stderr[-2000:]}")
+      runs[name].append({**json.loads(lines[-1][len("RESULT "):]),
+                         **util.load_record(before, util.loadavg())})
+  result = {"benchmark": "decode", "command": " ".join(["python", *sys.argv]),
+            "model": "smollm2-135m (GGUF Q4_1 dequantized to float32)",
             "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
-            "repeats": args.repeats, "statistic": "median",
-            "machine": {"cpu_count": os.cpu_count(), "loadavg_1m_at_start": round(os.getloadavg()[0], 2), "platform": platform.platform(),
-                        "jax": jax.__version__, "backend": jax.default_backend()},
-            "jax": bench_jax(backbone, batches, args.prompt_len, args.new_tokens, args.repeats)}
-  if not args.no_torch:
-    try:
-      import torch  # noqa: F401
-    except ImportError:
-      result["torch"] = "not installed (pip install -e .[bench])"
-    else:
-      # A separate process: JAX's idle CPU thread pool would otherwise compete with torch's.
-      flags = [f"--batch_sizes={args.batch_sizes}", f"--prompt_len={args.prompt_len}",
-               f"--new_tokens={args.new_tokens}", f"--repeats={args.repeats}"]
-      child = subprocess.run([sys.executable, __file__, "--torch_only", *flags],
-                             capture_output=True, text=True, check=True)
-      result["torch"], versions = json.loads(child.stdout.strip().splitlines()[-1])
-      result["machine"].update(versions)
-      result["jax_over_torch"] = {b: round(result["jax"][b]["tokens_per_s"]
-                                           / result["torch"][b]["tokens_per_s"], 2)
-                                  for b in result["jax"]}
+            "repeats_per_process": args.repeats, "rounds": args.rounds,
+            "threads": {"jax": args.threads, "torch": args.threads},
+            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+            "runs": runs}
+  for name in sides:
+    result[name] = {str(b): util.spread([r["tokens_per_s"][str(b)] for r in runs[name]])
+                    for b in batches}
+  if "torch" in sides:
+    result["jax_over_torch_tokens_per_s"] = {
+        str(b): round(result["jax"][str(b)]["median"] / result["torch"][str(b)]["median"], 2)
+        for b in batches}
+  result["loaded_runs"] = sum(r["loaded"] for rs in runs.values() for r in rs)
+  result["quotable"] = result["loaded_runs"] == 0
   if not args.no_memory:
     probe = subprocess.run([sys.executable, __file__, "--memory_probe"], capture_output=True,
                            text=True, check=True)
     result["bf16_peak_rss_mb"] = json.loads(probe.stdout.strip().splitlines()[-1])
-  # Other processes on the machine skew both sides; say how busy it was.
-  result["machine"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
-  print(json.dumps(result, indent=1))
+  text = json.dumps(result, indent=1)
+  print(text)
+  if args.out:
+    with open(args.out, "w") as f:
+      f.write(text)
 
 
 if __name__ == "__main__":
