@@ -11,8 +11,8 @@ import pytest
 
 from tests.distributed.test_two_processes import ROOT, _port
 
-ARGS = ["--config=experiments/geoqa.py:smoke,tools", "--config.loop.iterations=2",
-        "--config.data.train=10", "--config.data.val=6", "--config.data.test=8"]
+ARGS = ["--config=experiments/geoqa.py:smoke,tools", "--config.loop.iterations=1",
+        "--config.data.train=8", "--config.data.val=6", "--config.data.test=6"]
 
 
 def _env(devices: int) -> dict:
@@ -46,6 +46,8 @@ def one_process(tmp_path_factory):
 
 
 def test_two_processes_split_the_system_runs(one_process, tmp_path):
+  reference = one_process[0]
+  assert len(reference["history"]) == 1 and reference["budget_runs"] > 50   # a real iteration
   got, summary, logs = _run(tmp_path, processes=2)
   assert all("ProcessRunner(a block per process, 2 processes)" in log for log in logs)
   assert got == one_process[0]
