@@ -1,11 +1,15 @@
 """Encoder throughput (sentences/s) of all-MiniLM-L6-v2: JAX vs sentence-transformers.
 
-  python experiments/benchmarks/encoder.py
-  python experiments/benchmarks/encoder.py --num_sentences=64 --repeats=1
+  python experiments/benchmarks/encoder.py --out=docs/benchmarks/encoder_idle.json
+  python experiments/benchmarks/encoder.py --num_sentences=64 --rounds=1
 
-Prints one JSON object. Every sentence is exactly ``seq_len`` tokens
-(long texts cut at ``seq_len``), embeddings mean-pooled and L2-normalised on
-both sides; median of ``repeats`` timed passes after one warm-up pass.
+Prints one JSON object (and writes it to --out). Every sentence is exactly
+``seq_len`` tokens (long texts cut at ``seq_len``), embeddings mean-pooled and
+L2-normalised on both sides; median of ``repeats`` timed passes after one
+warm-up pass. Each side runs in its own process, ``rounds`` times interleaved
+(JAX, PyTorch, JAX, ...), with the load average around each process and the
+same thread count on both sides; the result is quotable only without a
+loaded run. The embeddings of both sides are compared (minimum cosine).
 """
 
 from __future__ import annotations
@@ -13,9 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import subprocess
+import sys
 
 import numpy as np
 
+import lrf_bench_util as util  # experiments/benchmarks: load records, side envs, spreads
 from timing import median_time  # experiments/benchmarks/timing.py
 
 
@@ -26,6 +34,33 @@ def _texts(n: int) -> list[str]:
   return [" ".join(rng.choice(words, size=200)) for _ in range(n)]
 
 
+def side(name: str, args) -> dict:
+  """One side's process: sentences/s, and the first embeddings (for the cosine)."""
+  texts = _texts(args.num_sentences)
+  if name == "jax":
+    import jax
+    from optimas_jax.models import bert, registry
+    from optimas_jax.runtime import enable_compilation_cache
+    enable_compilation_cache()
+    b = registry.load_backbone("minilm")
+    assert all(len(r) >= args.seq_len for r in b.tokenizer.encode_batch(texts[:4]))
+    run = lambda: bert.encode_sentences(b.module, b.params, b.tokenizer, texts,  # noqa: E731
+                                        batch_size=args.batch_size, max_length=args.seq_len)
+    versions = {"jax": jax.__version__}
+  else:
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from optimas_jax.models import packages
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    model = SentenceTransformer(str(packages.minilm_dir()), device="cpu")
+    model.max_seq_length = args.seq_len
+    run = lambda: model.encode(texts, batch_size=args.batch_size,  # noqa: E731
+                               normalize_embeddings=True, convert_to_numpy=True)
+    versions = {"torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+  embeddings = np.asarray(run())
+  sec = median_time(run, args.repeats)
+  return {"sentences_per_s": round(args.num_sentences / sec, 1), "versions": versions,
+          "embeddings_head": embeddings[:8].tolist()}
 
 
 def main() -> None:
@@ -33,47 +68,58 @@ def main() -> None:
   parser.add_argument("--num_sentences", type=int, default=256)
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--seq_len", type=int, default=128)
-  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--repeats", type=int, default=3, help="timed passes per process")
+  parser.add_argument("--rounds", type=int, default=3, help="interleaved processes per side")
+  parser.add_argument("--threads", type=int, default=os.cpu_count())
   parser.add_argument("--no_torch", action="store_true")
+  parser.add_argument("--out", default="")
+  parser.add_argument("--side", choices=("jax", "torch"), help=argparse.SUPPRESS)
   args = parser.parse_args()
-
-  import jax
-  from optimas_jax.models import bert, registry
-  texts = _texts(args.num_sentences)
-  b = registry.load_backbone("minilm")
-  assert all(len(r) >= args.seq_len for r in b.tokenizer.encode_batch(texts[:4]))
-  run = lambda: bert.encode_sentences(b.module, b.params, b.tokenizer, texts,
-                                      batch_size=args.batch_size, max_length=args.seq_len)
-  ours = run()
-  sec = median_time(run, args.repeats)
-  result = {"model": "all-MiniLM-L6-v2 (float32)", "num_sentences": args.num_sentences,
-            "batch_size": args.batch_size, "seq_len": args.seq_len, "repeats": args.repeats,
-            "statistic": "median",
-            "machine": {"cpu_count": os.cpu_count(), "jax": jax.__version__,
-                        "loadavg_1m_at_start": round(os.getloadavg()[0], 2)},
-            "jax": {"seconds": round(sec, 3), "sentences_per_s": round(args.num_sentences / sec, 1)}}
-  if not args.no_torch:
-    try:
-      import torch
-      from sentence_transformers import SentenceTransformer
-    except ImportError:
-      result["torch"] = "not installed (pip install -e .[bench])"
-    else:
-      from optimas_jax.models import packages
-      model = SentenceTransformer(str(packages.minilm_dir()), device="cpu")
-      model.max_seq_length = args.seq_len
-      enc = lambda: model.encode(texts, batch_size=args.batch_size, normalize_embeddings=True,
-                                 convert_to_numpy=True)
-      ref = enc()
-      sec = median_time(enc, args.repeats)
-      result["torch"] = {"seconds": round(sec, 3),
-                         "sentences_per_s": round(args.num_sentences / sec, 1)}
-      result["machine"].update(torch=torch.__version__, torch_threads=torch.get_num_threads())
-      result["jax_over_torch"] = round(result["jax"]["sentences_per_s"]
-                                       / result["torch"]["sentences_per_s"], 2)
-      result["min_cosine_vs_torch"] = round(float(np.min(np.sum(ours * ref, axis=1))), 6)
-  result["machine"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
-  print(json.dumps(result, indent=1))
+  if args.side:
+    print("RESULT " + json.dumps(side(args.side, args)))
+    return
+  sides = ["jax"] + ([] if args.no_torch else ["torch"])
+  cache_root = os.path.expanduser("~/.cache/optimas_jax/bench")
+  os.makedirs(cache_root, exist_ok=True)
+  flags = [f"--num_sentences={args.num_sentences}", f"--batch_size={args.batch_size}",
+           f"--seq_len={args.seq_len}", f"--repeats={args.repeats}"]
+  runs = {s: [] for s in sides}
+  for _ in range(args.rounds):
+    for name in sides:
+      before = util.loadavg()
+      child = subprocess.run([sys.executable, __file__, f"--side={name}", *flags],
+                             capture_output=True, text=True, check=False,
+                             env=util.side_env(args.threads, "warm", cache_root))
+      lines = [l for l in child.stdout.splitlines() if l.startswith("RESULT ")]
+      if child.returncode or not lines:
+        raise RuntimeError(f"{name} side failed: {child.stderr[-2000:]}")
+      runs[name].append({**json.loads(lines[-1][len("RESULT "):]),
+                         **util.load_record(before, util.loadavg())})
+  heads = {name: np.asarray(runs[name][0].pop("embeddings_head")) for name in sides}
+  for rs in runs.values():
+    for r in rs:
+      r.pop("embeddings_head", None)
+  result = {"benchmark": "encoder", "command": " ".join(["python", *sys.argv]),
+            "model": "all-MiniLM-L6-v2 (float32)", "num_sentences": args.num_sentences,
+            "batch_size": args.batch_size, "seq_len": args.seq_len,
+            "repeats_per_process": args.repeats, "rounds": args.rounds,
+            "threads": {s: args.threads for s in sides},
+            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+            "runs": runs}
+  for name in sides:
+    result[name] = util.spread([r["sentences_per_s"] for r in runs[name]])
+  if "torch" in sides:
+    result["jax_over_torch_sentences_per_s"] = round(
+        result["jax"]["median"] / result["torch"]["median"], 2)
+    result["min_cosine_vs_torch"] = round(float(np.min(np.sum(heads["jax"] * heads["torch"],
+                                                              axis=1))), 6)
+  result["loaded_runs"] = sum(r["loaded"] for rs in runs.values() for r in rs)
+  result["quotable"] = result["loaded_runs"] == 0
+  text = json.dumps(result, indent=1)
+  print(text)
+  if args.out:
+    with open(args.out, "w") as f:
+      f.write(text)
 
 
 if __name__ == "__main__":
