@@ -35,7 +35,7 @@ class ActivationCache:
     self.hits = 0
     self.misses = 0
     self.evictions = 0
-    self._fn = jax.jit(functools.partial(_features, lrf))
+    self._fn = jax.jit(functools.partial(_features, lrf), compiler_options=lrf.compiler_options)
 
   @property
   def pooled(self) -> bool:

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
+from optimas_jax.models import xla_cpu
+
 
 class Head(nn.Module):
   """One component's linear reward head."""
@@ -104,6 +106,11 @@ class LRF:
     if self.trainable == "top":
       return max(self.num_layers - self.top_layers, 0)
     return None
+
+  @property
+  def compiler_options(self) -> dict | None:
+    """Per-program XLA options for this backbone's programs (models/xla_cpu.py)."""
+    return xla_cpu.encoder_options(self.model.backbone.config.dtype)
 
   def is_trainable(self, path: tuple[str, ...]) -> bool:
     if path[0] == "heads" or self.trainable == "full":

@@ -29,13 +29,14 @@ class Scorer:
     self.lrf, self.encoder = lrf, encoder
     self.activations = activations      # lrf.cache.ActivationCache or None
     self._frozen = None
-    self._fn_cached = jax.jit(functools.partial(_score_features, lrf))
+    self._fn_cached = jax.jit(functools.partial(_score_features, lrf),
+                              compiler_options=lrf.compiler_options)
     self.buckets, self.batch_rows = tuple(buckets), batch_rows
     self.cache: dict[tuple, float] = {}
     self.hits = self.misses = 0
     self.version = None
     self._variables = None
-    self._fn = jax.jit(functools.partial(_score, lrf))
+    self._fn = jax.jit(functools.partial(_score, lrf), compiler_options=lrf.compiler_options)
 
   def update(self, trainable, frozen, version: int):
     """New params; scores cached under older versions stop matching."""

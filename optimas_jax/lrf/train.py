@@ -297,9 +297,11 @@ class Trainer:
     # The update mask is a traced argument: one compiled step for every mask.
     self.jitted_step = jax.jit(
         self._step, in_shardings=(shardings, self.data, self.repl, self.repl),
-        out_shardings=(shardings, self.repl), donate_argnums=(0,))
+        out_shardings=(shardings, self.repl), donate_argnums=(0,),
+        compiler_options=self.lrf.compiler_options)
     self.eval_fn = jax.jit(self._eval, in_shardings=(shardings.trainable, shardings.frozen,
-                                                     self.data), out_shardings=self.repl)
+                                                     self.data), out_shardings=self.repl,
+                           compiler_options=self.lrf.compiler_options)
 
   def step_fn(self, state: TrainState, batch, rng, update_mask=None):
     """(state, metrics) after one step; `update_mask` None trains everything."""

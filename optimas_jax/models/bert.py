@@ -7,12 +7,15 @@ once with ``run_layers(hidden, mask, 0, k)``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+
+from optimas_jax.models import xla_cpu
 
 
 @flax.struct.dataclass(frozen=True)
@@ -155,7 +158,10 @@ def sentence_embeddings(module: BertEncoder, params, input_ids, attention_mask):
   return l2_normalize(mean_pool(hidden, attention_mask))
 
 
-_jit_sentence_embeddings = jax.jit(sentence_embeddings, static_argnums=0)
+@functools.cache
+def _jit_sentence_embeddings(dtype):
+  return jax.jit(sentence_embeddings, static_argnums=0,
+                 compiler_options=xla_cpu.encoder_options(dtype))
 
 
 def encode_sentences(module: BertEncoder, params, tokenizer, texts, batch_size: int = 64,
@@ -171,7 +177,8 @@ def encode_sentences(module: BertEncoder, params, tokenizer, texts, batch_size: 
   for lo in range(0, len(texts), batch_size):
     ids, mask = tokenizer.pad_batch(texts[lo:lo + batch_size], max_length=max_length,
                                     multiple_of=16)
-    out.append(np.asarray(_jit_sentence_embeddings(module, params, ids, mask)))
+    embed = _jit_sentence_embeddings(jnp.dtype(module.config.dtype).name)
+    out.append(np.asarray(embed(module, params, ids, mask)))
   if not out:
     return np.zeros((0, module.config.hidden_size), np.float32)
   return np.concatenate(out, axis=0)
