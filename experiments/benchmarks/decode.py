@@ -179,18 +179,7 @@ def main() -> None:
   os.makedirs(cache_root, exist_ok=True)
   flags = [f"--batch_sizes={args.batch_sizes}", f"--prompt_len={args.prompt_len}",
            f"--new_tokens={args.new_tokens}", f"--repeats={args.repeats}"]
-  runs = {s: [] for s in sides}
-  for _ in range(args.rounds):
-    for name in sides:                     # interleaved: J T J T J T
-      before = util.loadavg()
-      child = subprocess.run([sys.executable, __file__, f"--side={name}", *flags],
-                             capture_output=True, text=True, check=False,
-                             env=util.side_env(args.threads, "warm", cache_root))
-      lines = [l for l in child.stdout.splitlines() if l.startswith("RESULT ")]
-      if child.returncode or not lines:
-        raise RuntimeError(f"{name} side failed: {child.stderr[-2000:]}")
-      runs[name].append({**json.loads(lines[-1][len("RESULT "):]),
-                         **util.load_record(before, util.loadavg())})
+  runs = util.interleaved_runs(__file__, sides, flags, args.rounds, args.threads, cache_root)
   result = {"benchmark": "decode", "command": " ".join(["python", *sys.argv]),
             "model": "smollm2-135m (GGUF Q4_1 dequantized to float32)",
             "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 
 import numpy as np
@@ -83,19 +82,8 @@ def main() -> None:
   os.makedirs(cache_root, exist_ok=True)
   flags = [f"--num_sentences={args.num_sentences}", f"--batch_size={args.batch_size}",
            f"--seq_len={args.seq_len}", f"--repeats={args.repeats}"]
-  runs = {s: [] for s in sides}
-  for _ in range(args.rounds):
-    for name in sides:
-      before = util.loadavg()
-      child = subprocess.run([sys.executable, __file__, f"--side={name}", *flags],
-                             capture_output=True, text=True, check=False,
-                             env=util.side_env(args.threads, "warm", cache_root))
-      lines = [l for l in child.stdout.splitlines() if l.startswith("RESULT ")]
-      if child.returncode or not lines:
-        raise RuntimeError(f"{name} side failed: {child.stderr[-2000:]}")
-      runs[name].append({**json.loads(lines[-1][len("RESULT "):]),
-                         **util.load_record(before, util.loadavg())})
-  heads = {name: np.asarray(runs[name][0].pop("embeddings_head")) for name in sides}
+  runs = util.interleaved_runs(__file__, sides, flags, args.rounds, args.threads, cache_root)
+  heads = {name: np.asarray(runs[name][0]["embeddings_head"]) for name in sides}
   for rs in runs.values():
     for r in rs:
       r.pop("embeddings_head", None)

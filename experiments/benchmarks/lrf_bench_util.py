@@ -200,3 +200,26 @@ def spread(xs) -> dict:
   if not vals:
     return {"median": None, "min": None, "max": None}
   return {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
+
+
+def interleaved_runs(script: str, sides, flags, rounds: int, threads: int,
+                     cache_root: str) -> dict:
+  """`rounds` processes per side, interleaved (A B A B ...): each runs
+  `script --side=<side> *flags` and prints "RESULT <json>"; its result gets the load
+  record around it. A side's process that fails stops the benchmark."""
+  import json  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  runs = {s: [] for s in sides}
+  for _ in range(rounds):
+    for name in sides:
+      before = loadavg()
+      child = subprocess.run([sys.executable, script, f"--side={name}", *flags],
+                             capture_output=True, text=True, check=False,
+                             env=side_env(threads, "warm", cache_root))
+      lines = [l for l in child.stdout.splitlines() if l.startswith("RESULT ")]
+      if child.returncode or not lines:
+        raise RuntimeError(f"{name} side failed: {child.stderr[-2000:]}")
+      runs[name].append({**json.loads(lines[-1][len("RESULT "):]),
+                         **load_record(before, loadavg())})
+  return runs
