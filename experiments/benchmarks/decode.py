@@ -200,11 +200,7 @@ def main() -> None:
     probe = subprocess.run([sys.executable, __file__, "--memory_probe"], capture_output=True,
                            text=True, check=True)
     result["bf16_peak_rss_mb"] = json.loads(probe.stdout.strip().splitlines()[-1])
-  text = json.dumps(result, indent=1)
-  print(text)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text)
+  util.emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
+import lrf_bench_util as util  # noqa: E402  (this folder: framework-free helpers)
 from optimas_jax.core import mesh as mesh_lib  # noqa: E402
 from optimas_jax.lrf import model as lrf_model  # noqa: E402
 from optimas_jax.lrf.config import default_lrf_config  # noqa: E402
@@ -350,11 +351,7 @@ def main(argv=None) -> None:
       result[name] = {"error": f"{type(e).__name__}: {e}"[:2000]}
     result[name + "_wall_s"] = time.time() - t0
     print(json.dumps({name: result[name]}), flush=True)
-  text = json.dumps(result, indent=2)
-  print(text)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text)
+  util.emit(result, args.out, indent=2)
 
 
 if __name__ == "__main__":

@@ -103,11 +103,7 @@ def main() -> None:
                                                               axis=1))), 6)
   result["loaded_runs"] = sum(r["loaded"] for rs in runs.values() for r in rs)
   result["quotable"] = result["loaded_runs"] == 0
-  text = json.dumps(result, indent=1)
-  print(text)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text)
+  util.emit(result, args.out)
 
 
 if __name__ == "__main__":

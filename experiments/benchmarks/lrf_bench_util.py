@@ -223,3 +223,13 @@ def interleaved_runs(script: str, sides, flags, rounds: int, threads: int,
       runs[name].append({**json.loads(lines[-1][len("RESULT "):]),
                          **load_record(before, loadavg())})
   return runs
+
+
+def emit(result: dict, out: str = "", indent: int = 1) -> None:
+  """Prints the benchmark's one JSON object and writes it to `out` when given."""
+  import json  # pylint: disable=import-outside-toplevel
+  text = json.dumps(result, indent=indent)
+  print(text)
+  if out:
+    with open(out, "w") as f:
+      f.write(text)
