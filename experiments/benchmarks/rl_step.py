@@ -20,8 +20,11 @@ step (the reward is a cheap host function on both sides). Each side runs
 in its own process (this script with --side=...; TRL in rl_step_trl.py);
 a third process first writes the shared inputs (HF model folder, prompts).
 Prints one JSON object: median step seconds after --warmup steps, tokens/s
-(generated tokens / step time), each child's peak RSS, the load average,
-and the ratio TRL seconds / JAX seconds.
+(generated tokens / step time), each child's peak RSS, and the ratio TRL
+seconds / JAX seconds. Each side runs --rounds times, interleaved (JAX, TRL,
+JAX, ...), with the load average before and after each process and the same
+thread count on both sides (--threads); the result is quotable only without
+a loaded run.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import lrf_bench_util as util  # this folder: load records, side envs, spreads
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HERE = pathlib.Path(__file__).resolve().parent
@@ -62,6 +67,8 @@ def parse(argv=None):
   p.add_argument("--warmup", type=int, default=1, help="steps before the clock")
   p.add_argument("--steps", type=int, default=3, help="timed steps")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--rounds", type=int, default=3, help="interleaved processes per side")
+  p.add_argument("--threads", type=int, default=os.cpu_count())
   p.add_argument("--measure_lora", action="store_true",
                  help="also time merged vs unmerged LoRA (sampling, update) in JAX")
   p.add_argument("--side", choices=("prepare", "jax", "lora"), help=argparse.SUPPRESS)
@@ -300,10 +307,10 @@ def measure_lora(spec: dict, repeats: int = 3) -> dict:
 # parent
 
 
-def child(args: list[str], spec_path: str) -> dict:
+def child(args: list[str], spec_path: str, env: dict | None = None) -> dict:
   t = time.perf_counter()
   proc = subprocess.run([sys.executable, *args, f"--spec={spec_path}"], cwd=ROOT,
-                        stdout=subprocess.PIPE, text=True, check=False)
+                        stdout=subprocess.PIPE, text=True, check=False, env=env)
   lines = [l for l in proc.stdout.splitlines() if l.startswith(TAG)]
   if proc.returncode or not lines:
     raise RuntimeError(f"{args[0]} {args[1:]} failed (exit {proc.returncode}); see its stderr")
@@ -341,17 +348,32 @@ def main(argv=None) -> None:
         statistic=f"median of {args.steps} steps after {args.warmup} warm-up step(s)",
         machine=dict(cpu_count=os.cpu_count(), platform=platform.platform(),
                      loadavg_at_start=loadavg()))
-    if "jax" in sides:
-      result["jax"] = child([__file__, "--side=jax"], str(spec_path))
-    if "trl" in sides:
-      result["trl"] = child([str(HERE / "rl_step_trl.py")], str(spec_path))
+    commands = {"jax": [__file__, "--side=jax"], "trl": [str(HERE / "rl_step_trl.py")]}
+    cache_root = os.path.expanduser("~/.cache/optimas_jax/bench")
+    os.makedirs(cache_root, exist_ok=True)
+    runs = {name: [] for name in sides}
+    for _ in range(args.rounds):
+      for name in sides:                   # interleaved: J T J T J T
+        before = util.loadavg()
+        out = child(commands[name], str(spec_path),
+                    env=util.side_env(args.threads, "warm", cache_root))
+        runs[name].append({**out, **util.load_record(before, util.loadavg())})
+    for name in sides:
+      result[name] = {"step_seconds": util.spread([r["step_seconds_median"]
+                                                   for r in runs[name]]),
+                      "runs": runs[name]}
+    result["threads"] = {name: args.threads for name in sides}
+    result["loaded_runs"] = sum(r["loaded"] for rs in runs.values() for r in rs)
+    result["quotable"] = result["loaded_runs"] == 0
     if args.measure_lora:
       result["lora_application"] = child([__file__, "--side=lora"], str(spec_path))
   if "jax" in result and "trl" in result:
-    jax_s, trl_s = result["jax"]["step_seconds_median"], result["trl"]["step_seconds_median"]
+    jax_s, trl_s = (result["jax"]["step_seconds"]["median"],
+                    result["trl"]["step_seconds"]["median"])
     result["trl_over_jax_step_seconds"] = round(trl_s / jax_s, 2)
     result["ratio_label"] = ("TRL GRPOTrainer median step seconds / optimas_jax RLTrainer "
-                             "median step seconds (same step, above); > 1: JAX faster")
+                             "median step seconds (medians over the interleaved processes; "
+                             "same step, above); > 1: JAX faster")
   result["machine"]["loadavg_at_end"] = loadavg()
   text = json.dumps(result, indent=1)
   print(text)

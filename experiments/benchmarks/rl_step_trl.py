@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import statistics
 import sys
@@ -29,6 +30,7 @@ def run_trl(spec: dict) -> dict:
   import datasets
   import peft
   import torch
+  torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
   import transformers
   import trl
   # pylint: enable=import-outside-toplevel
