@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from optimas_jax.models import xla_cpu
+from optimas_jax.models.matmul import dense_dot_general
 
 
 @flax.struct.dataclass(frozen=True)
@@ -55,7 +56,16 @@ class BertConfig:
 
 
 def _dense(features: int, config: BertConfig, name: str) -> nn.Dense:
-  return nn.Dense(features, dtype=config.dtype, param_dtype=config.dtype, name=name)
+  return nn.Dense(features, dtype=config.dtype, param_dtype=config.dtype, name=name,
+                  dot_general=dense_dot_general)
+
+
+def gelu(x):
+  """Exact (erf) GELU, as BERT was trained with. Written with erf rather than
+  jax.nn.gelu's erfc: XLA:CPU evaluates erfc piecewise, and MiniLM's MLP forward
+  + backward at 2048 tokens takes 20 ms longer with it; the values agree to float32
+  rounding."""
+  return x * 0.5 * (1.0 + jax.lax.erf(x * jnp.asarray(0.7071067811865476, x.dtype)))
 
 
 def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
@@ -108,7 +118,7 @@ class BertLayer(nn.Module):
     probs = jax.nn.softmax(scores, axis=-1).astype(cfg.dtype)
     attn = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(batch, length, hidden)
     x = _layer_norm(cfg, "attention_norm")(x + _dense(hidden, cfg, "attention_out")(attn))
-    h = nn.gelu(_dense(cfg.intermediate_size, cfg, "intermediate")(x), approximate=False)
+    h = gelu(_dense(cfg.intermediate_size, cfg, "intermediate")(x))
     return _layer_norm(cfg, "output_norm")(x + _dense(hidden, cfg, "output")(h))
 
 

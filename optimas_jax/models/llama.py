@@ -19,6 +19,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from optimas_jax.models.matmul import dense_dot_general
+
 _static = lambda **kw: flax.struct.field(pytree_node=False, **kw)
 
 
@@ -127,10 +129,9 @@ class LlamaLayer(nn.Module):
     cfg = self.config
     batch, length, _ = x.shape
     d, nq, nkv = cfg.head_dim, cfg.num_heads, cfg.num_kv_heads
-    dot = None if jnp.dtype(cfg.dtype) == jnp.float32 else dot_accumulate_f32
     dense = lambda n, name, bias=False: nn.Dense(n, use_bias=bias, dtype=cfg.dtype,
                                                  param_dtype=cfg.dtype, name=name,
-                                                 **({"dot_general": dot} if dot else {}))
+                                                 dot_general=dense_dot_general)
     h = RMSNorm(cfg.rms_norm_eps, cfg.dtype, name="input_norm")(x)
     q = dense(nq * d, "q_proj", cfg.attention_bias)(h).reshape(batch, length, nq, d)
     k = dense(nkv * d, "k_proj", cfg.attention_bias)(h).reshape(batch, length, nkv, d)
@@ -159,19 +160,6 @@ class LlamaLayer(nn.Module):
         cfg.intermediate_size, "up_proj")(h)
     x = x + dense(cfg.hidden_size, "down_proj")(h)
     return x, new_cache
-
-
-def dot_accumulate_f32(lhs, rhs, dimension_numbers, precision=None,
-                       preferred_element_type=None, **kwargs):
-  """A low-precision Dense's product, accumulated in float32 and returned in the
-  inputs' dtype. XLA:CPU runs a bfloat16 dot that accumulates in float32 on the
-  CPU's bf16 units, 2.3x a dot that returns bfloat16 (384 vs 170 GFLOP/s at
-  2048^3 on this project's CPU, idle: experiments/benchmarks/matmul_peak.py);
-  the sum is also more accurate."""
-  del preferred_element_type
-  out = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
-                            preferred_element_type=jnp.float32, **kwargs)
-  return out.astype(lhs.dtype)
 
 
 class LlamaDecoder(nn.Module):
