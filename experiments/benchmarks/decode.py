@@ -32,23 +32,24 @@ import lrf_bench_util as util  # experiments/benchmarks: load records, side envs
 from timing import median_time  # experiments/benchmarks/timing.py
 
 
-def _prompts(tokenizer, batch: int, length: int) -> list[list[int]]:
+def _prompts(tokenizer, batch: int, length: int, shared: int = 0) -> list[list[int]]:
+  """``batch`` prompts of ``length`` tokens; the first ``shared`` are every row's own
+  copy of one system prompt, the rest rotated per row (rows differ from token 0 when
+  ``shared`` is 0, right after the shared part otherwise)."""
   text = ("Optimas optimizes compound AI systems with globally aligned local rewards. "
           "Each component gets a local reward function trained on preference pairs. ")
   ids = tokenizer.encode(text * (length // 10 + 2), add_special_tokens=False)[:length]
-  # Rotate per row so the rows differ but keep the same length.
-  return [ids[i % 7:] + ids[:i % 7] for i in range(batch)]
+  head, rest = ids[:shared], ids[shared:]
+  return [head + rest[i % 7:] + rest[:i % 7] for i in range(batch)]
 
 
-
-
-def bench_jax(backbone, batches, prompt_len, new_tokens, repeats):
+def bench_jax(backbone, batches, prompt_len, new_tokens, repeats, shared=0, reuse=True):
   from optimas_jax.models import generate
   gen = generate.Generator(backbone.module, backbone.params, backbone.pad_id,
-                           max_batch=max(batches), prompt_multiple=64)
+                           max_batch=max(batches), prompt_multiple=64, prefix_reuse=reuse)
   out = {}
   for b in batches:
-    prompts = _prompts(backbone.tokenizer, b, prompt_len)
+    prompts = _prompts(backbone.tokenizer, b, prompt_len, shared)
     run = lambda: gen.generate_ids(prompts, max_new_tokens=new_tokens)
     assert all(len(c.tokens) == new_tokens for c in run())
     sec = median_time(run, repeats)
@@ -87,13 +88,13 @@ def _torch_model(backbone):
   return model
 
 
-def bench_torch(backbone, batches, prompt_len, new_tokens, repeats):
+def bench_torch(backbone, batches, prompt_len, new_tokens, repeats, shared=0):
   import torch
   torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
   model = _torch_model(backbone)
   out = {}
   for b in batches:
-    ids = torch.tensor(_prompts(backbone.tokenizer, b, prompt_len))
+    ids = torch.tensor(_prompts(backbone.tokenizer, b, prompt_len, shared))
     mask = torch.ones_like(ids)
 
     def run():
@@ -134,7 +135,8 @@ def memory_probe() -> None:
                     "params_mb": round(sum(x.nbytes for x in jax.tree.leaves(b.params)) / 2**20)}))
 
 
-def side(name: str, batches, prompt_len: int, new_tokens: int, repeats: int) -> dict:
+def side(name: str, batches, prompt_len: int, new_tokens: int, repeats: int,
+         shared: int = 0) -> dict:
   """One side's process: load, then every batch size; setup = load + first call."""
   import time
   t0 = time.perf_counter()
@@ -143,12 +145,13 @@ def side(name: str, batches, prompt_len: int, new_tokens: int, repeats: int) -> 
   enable_compilation_cache()
   backbone = registry.load_backbone("smollm2-135m")
   load_s = time.perf_counter() - t0
-  if name == "jax":
+  if name in ("jax", "jax_no_reuse"):
     import jax
-    out = bench_jax(backbone, batches, prompt_len, new_tokens, repeats)
+    out = bench_jax(backbone, batches, prompt_len, new_tokens, repeats, shared,
+                    reuse=name == "jax")
     versions = {"jax": jax.__version__, "backend": jax.default_backend()}
   else:
-    out, versions = bench_torch(backbone, batches, prompt_len, new_tokens, repeats)
+    out, versions = bench_torch(backbone, batches, prompt_len, new_tokens, repeats, shared)
   return {"tokens_per_s": {b: r["tokens_per_s"] for b, r in out.items()},
           "load_s": round(load_s, 3), "versions": versions}
 
@@ -161,28 +164,34 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=1, help="timed calls per process")
   parser.add_argument("--rounds", type=int, default=3, help="interleaved processes per side")
   parser.add_argument("--threads", type=int, default=os.cpu_count())
+  parser.add_argument("--shared_prefix", type=int, default=0,
+                      help="tokens every prompt starts with (a system prompt); > 0 adds the "
+                           "side jax_no_reuse (the JAX Generator prefilling every row)")
   parser.add_argument("--no_torch", action="store_true")
   parser.add_argument("--no_memory", action="store_true")
   parser.add_argument("--out", default="")
   parser.add_argument("--memory_probe", action="store_true", help=argparse.SUPPRESS)
-  parser.add_argument("--side", choices=("jax", "torch"), help=argparse.SUPPRESS)
+  parser.add_argument("--side", choices=("jax", "jax_no_reuse", "torch"), help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.memory_probe:
     return memory_probe()
   batches = [int(b) for b in args.batch_sizes.split(",")]
   if args.side:
     print("RESULT " + json.dumps(side(args.side, batches, args.prompt_len, args.new_tokens,
-                                      args.repeats)))
+                                      args.repeats, args.shared_prefix)))
     return None
-  sides = ["jax"] + ([] if args.no_torch else ["torch"])
+  sides = (["jax"] + (["jax_no_reuse"] if args.shared_prefix else [])
+           + ([] if args.no_torch else ["torch"]))
   cache_root = os.path.expanduser("~/.cache/optimas_jax/bench")
   os.makedirs(cache_root, exist_ok=True)
   flags = [f"--batch_sizes={args.batch_sizes}", f"--prompt_len={args.prompt_len}",
-           f"--new_tokens={args.new_tokens}", f"--repeats={args.repeats}"]
+           f"--new_tokens={args.new_tokens}", f"--repeats={args.repeats}",
+           f"--shared_prefix={args.shared_prefix}"]
   runs = util.interleaved_runs(__file__, sides, flags, args.rounds, args.threads, cache_root)
   result = {"benchmark": "decode", "command": " ".join(["python", *sys.argv]),
             "model": "smollm2-135m (GGUF Q4_1 dequantized to float32)",
             "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
+            "shared_prefix": args.shared_prefix,
             "repeats_per_process": args.repeats, "rounds": args.rounds,
             "threads": {"jax": args.threads, "torch": args.threads},
             "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
@@ -194,6 +203,12 @@ def main() -> None:
     result["jax_over_torch_tokens_per_s"] = {
         str(b): round(result["jax"][str(b)]["median"] / result["torch"][str(b)]["median"], 2)
         for b in batches}
+  if args.shared_prefix:
+    # Same prompts and outputs, not the same work: the reuse side prefills the shared
+    # tokens once per batch, the other two once per row.
+    result["jax_over_jax_no_reuse_tokens_per_s"] = {
+        str(b): round(result["jax"][str(b)]["median"]
+                      / result["jax_no_reuse"][str(b)]["median"], 2) for b in batches}
   result["loaded_runs"] = sum(r["loaded"] for rs in runs.values() for r in rs)
   result["quotable"] = result["loaded_runs"] == 0
   if not args.no_memory:

@@ -130,25 +130,38 @@ def applier(module: llama.LlamaDecoder, params, adapter):
   return apply
 
 
-def _generate(module: llama.LlamaDecoder, max_new_tokens: int, params, adapter, prompt_ids,
-              prompt_mask, stop_ids, active, keys, temperature, top_p, pad_id):
+def _generate(module: llama.LlamaDecoder, max_new_tokens: int, params, adapter, prefix_ids,
+              prompt_ids, prompt_mask, stop_ids, active, keys, temperature, top_p, pad_id):
   """Traced body: prefill the left-padded prompts, then decode until all rows stop.
 
   ``keys`` (B,) are the rows' own keys; step i samples with ``fold_in(keys[b], i)``.
   ``adapter``: a LoRA adapter applied unmerged (low-precision bases), or None.
+  ``prefix_ids`` (1, P): tokens every row starts with, prefilled once and their keys
+  and values copied to every row (None: no shared prefix). The cache then holds
+  [prefix | left-padded rest of each prompt | new tokens].
   """
-  batch, plen = prompt_ids.shape
+  batch, rest = prompt_ids.shape
+  shared = 0 if prefix_ids is None else prefix_ids.shape[1]
+  plen = shared + rest
   total = plen + max_new_tokens
   apply = applier(module, params, adapter)
-  cache = llama.init_cache(module.config, batch, total)
   slots = jnp.arange(total)
+  prompt_mask = jnp.concatenate([jnp.ones((batch, shared), prompt_mask.dtype), prompt_mask], 1)
   # Keys a query may see: real prompt tokens, then every generated slot (causality added below).
   key_ok = jnp.concatenate([prompt_mask.astype(bool), jnp.ones((batch, max_new_tokens), bool)], 1)
   pad_count = plen - jnp.sum(prompt_mask, axis=1)
+  causal = lambda queries: slots[None, None, :] <= queries[None, :, None]
+  if prefix_ids is None:
+    cache = llama.init_cache(module.config, batch, total)
+  else:
+    one = llama.init_cache(module.config, 1, total)
+    _, one = apply(prefix_ids, jnp.arange(shared)[None], causal(jnp.arange(shared)), one, 0,
+                   method=module.forward_cached)
+    cache = jax.tree.map(lambda c: jnp.broadcast_to(c, (batch,) + c.shape[1:]), one)
 
-  positions = llama.positions_from_mask(prompt_mask)
-  mask = key_ok[:, None, :] & (slots[None, None, :] <= jnp.arange(plen)[None, :, None])
-  hidden, cache = apply(prompt_ids, positions, mask, cache, 0, method=module.forward_cached)
+  positions = llama.positions_from_mask(prompt_mask)[:, shared:]
+  mask = key_ok[:, None, :] & causal(shared + jnp.arange(rest))
+  hidden, cache = apply(prompt_ids, positions, mask, cache, shared, method=module.forward_cached)
   logits = apply(hidden[:, -1], method=module.project)
   token, logp = sample(logits, _fold_step(keys, 0), temperature, top_p)
   is_stop = lambda t: jnp.any(t[:, None] == stop_ids, axis=1)
@@ -189,8 +202,11 @@ class Generator:
   def __init__(self, module: llama.LlamaDecoder, params, pad_id: int, *,
                prompt_multiple: int = 64, max_batch: int = 32,
                max_context: int | None = None, max_traces: int | None = None,
-               max_batch_tokens: int = 16384, mesh=None):
+               max_batch_tokens: int = 16384, mesh=None, prefix_reuse: bool = True):
     self.module, self.params, self.pad_id = module, params, int(pad_id)
+    # A prompt prefix every row of a batch shares (a system prompt) is prefilled once.
+    # Not with a mesh: there each device prefills its own rows.
+    self.prefix_reuse = prefix_reuse
     # With a ("data", "fsdp") mesh, each batch's rows are split over every device and
     # the weights are used where they lie (split over "fsdp" by core/mesh's rule).
     self.mesh = mesh
@@ -261,6 +277,17 @@ class Generator:
     key_data = mesh_lib.to_global(np.asarray(jax.random.key_data(keys)), sharding)
     return (*arrays, jax.random.wrap_key_data(key_data))
 
+  def _shared_prefix(self, rows) -> int:
+    """Tokens all rows start with, prefilled once: a multiple of ``prompt_multiple``
+    (few compiled shapes), at least one multiple, and one token short of the shortest
+    row (the last prompt token's logits start the decode)."""
+    if not self.prefix_reuse or len(rows) < 2 or self.mesh is not None:
+      return 0
+    first, n = rows[0], min(len(r) for r in rows) - 1
+    for r in rows[1:]:
+      n = next((i for i in range(n) if r[i] != first[i]), n)
+    return n // self.prompt_multiple * self.prompt_multiple
+
   @staticmethod
   def _chunk_keys(keys, lo: int, hi: int, batch: int):
     """The (batch,) keys of rows lo..hi-1; filler rows past hi get unused dummy keys."""
@@ -274,12 +301,15 @@ class Generator:
     room = self.max_context - max_new_tokens
     truncated = [max(0, len(r) - room) for r in rows]
     rows = [r[len(r) - min(len(r), room):] or [self.pad_id] for r in rows]
-    plen = min(bucket_length(max(map(len, rows)), self.prompt_multiple), room)
+    shared = self._shared_prefix(rows)
+    prefix = None if not shared else np.asarray([rows[0][:shared]], np.int32)
+    rests = [r[shared:] for r in rows]
+    plen = min(bucket_length(max(map(len, rests)), self.prompt_multiple), room - shared)
     batch = bucket_batch(len(rows))
     if self.mesh is not None:         # every device gets the same number of rows
       batch = -(-batch // self.mesh.size) * self.mesh.size
     filler = [[self.pad_id]] * (batch - len(rows))   # inactive rows: stopped from the start
-    ids, mask = pad_ids(rows + filler, self.pad_id, length=plen, side="left")
+    ids, mask = pad_ids(rests + filler, self.pad_id, length=plen, side="left")
     width = bucket_length(max(len(s) for s in row_stops), 8)   # a new width would retrace
     stops = np.full((batch, width), -1, np.int32)
     for i, s in enumerate(row_stops):
@@ -291,7 +321,7 @@ class Generator:
     if self.mesh is not None:
       rows_in = self._on_mesh(rows_in)
     with self._lock:
-      tokens, logps = self._fn(max_new_tokens, params, adapter, *rows_in,
+      tokens, logps = self._fn(max_new_tokens, params, adapter, prefix, *rows_in,
                                jnp.float32(temperature), jnp.float32(top_p),
                                jnp.int32(self.pad_id))
       tokens, logps = mesh_lib.to_host((tokens, logps))

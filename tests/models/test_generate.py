@@ -184,3 +184,35 @@ def test_greedy_rows_do_not_depend_on_their_batch_mates_prompt_bucket(tiny):
   assert [c.tokens for c in mixed] == [c.tokens for c in alone]
   for a, m in zip(alone, mixed):
     np.testing.assert_allclose(m.logprobs, a.logprobs, atol=1e-5)
+
+
+def test_a_shared_prompt_prefix_is_prefilled_once_with_the_same_tokens(tiny):
+  """Rows that start with the same 21 tokens (a system prompt): the first 16 (whole
+  8-token buckets) are prefilled once and copied to every row; greedy and sampled
+  tokens equal a per-row prefill's."""
+  module, params = tiny
+  rng = np.random.default_rng(1)
+  system = rng.integers(1, 200, size=21).tolist()
+  prompts = [system + rng.integers(1, 200, size=n).tolist() for n in (1, 5, 11)]
+  shared = generate.Generator(module, params, pad_id=0, prompt_multiple=8)
+  plain = generate.Generator(module, params, pad_id=0, prompt_multiple=8, prefix_reuse=False)
+  seen = []
+  fn = shared._fn
+  shared._fn = lambda n, p, a, prefix, *rest: seen.append(np.shape(prefix)) or fn(n, p, a, prefix, *rest)
+  keys = jax.vmap(jax.random.key)(jnp.arange(3, dtype=jnp.uint32))
+  for kw in (dict(), dict(temperature=1.0, rng=keys)):
+    ours = shared.generate_ids(prompts, max_new_tokens=8, **kw)
+    ref = plain.generate_ids(prompts, max_new_tokens=8, **kw)
+    assert [c.tokens for c in ours] == [c.tokens for c in ref]
+    assert [c.prompt_tokens for c in ours] == [22, 26, 32]
+    for o, r in zip(ours, ref):
+      np.testing.assert_allclose(o.logprobs, r.logprobs, atol=1e-5)
+  assert seen == [(1, 16), (1, 16)]
+  # Against the cache-free reference too (row 1: prefix, padding, then its own tokens).
+  tokens, logps = _greedy_without_cache(module, params, prompts[1], 6)
+  out = shared.generate_ids(prompts, max_new_tokens=6)[1]
+  assert out.tokens == tokens
+  np.testing.assert_allclose(out.logprobs, logps, atol=1e-4)
+  # No shared bucket (rows differ at token 3), a single row: the plain prefill.
+  assert shared._shared_prefix([system, system[:3] + [7] * 20]) == 0
+  assert shared._shared_prefix([system]) == 0
