@@ -24,6 +24,7 @@ import optax
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from optimas_jax.core.exported import TracedOnce
 from optimas_jax.core.mesh import (batch_axes, check_fits, fsdp_shardings, make_mesh,
                                    per_device_bytes, place, to_global)
 from optimas_jax.lrf import loss as loss_lib
@@ -243,6 +244,7 @@ class Trainer:
                mesh: Mesh | None = None, cache: ActivationCache | None = None):
     self.lrf, self.cfg, self.k = lrf, cfg, num_components
     self.mesh = mesh or make_mesh(cfg.fsdp)
+    self.total_steps = total_steps
     self.tx = make_optimizer(cfg.optim, total_steps)
     self.loss_cfg = dict(min_gap=cfg.loss.min_gap, margin=cfg.loss.margin,
                          gap_weighting=cfg.loss.gap_weighting,
@@ -295,8 +297,12 @@ class Trainer:
     """The jitted train and eval steps, with the state's shardings in and out."""
     shardings = jax.tree.map(lambda x: x.sharding, state)
     # The update mask is a traced argument: one compiled step for every mask.
-    self.jitted_step = jax.jit(
-        self._step, in_shardings=(shardings, self.data, self.repl, self.repl),
+    # Traced once per machine (core/exported.py): the key names what the trace reads.
+    static_key = (f"{self.lrf!r}|loss={sorted(self.loss_cfg.items())}|optim={self.cfg.optim!r}"
+                  f"|total_steps={self.total_steps}|K={self.k}|mesh={dict(self.mesh.shape)}")
+    self.jitted_step = TracedOnce(
+        self._step, "lrf_train_step", static_key,
+        in_shardings=(shardings, self.data, self.repl, self.repl),
         out_shardings=(shardings, self.repl), donate_argnums=(0,),
         compiler_options=self.lrf.compiler_options)
     self.eval_fn = jax.jit(self._eval, in_shardings=(shardings.trainable, shardings.frozen,

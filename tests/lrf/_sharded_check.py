@@ -7,11 +7,14 @@ import sys
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={sys.argv[1]}"
 
 import json  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pathlib
+import tempfile
 
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from optimas_jax.core import exported
 from optimas_jax.core.mesh import per_device_bytes
 from optimas_jax.lrf import datasets
 from optimas_jax.lrf.buckets import plan_epoch
@@ -24,6 +27,9 @@ from tests.lrf.conftest import make_lrf, small_cfg
 
 def main(devices: int, shapes: list[str]):
   assert jax.device_count() == devices, jax.devices()
+  # Every step goes through its exported (traced-once) program, shardings included.
+  folder = pathlib.Path(tempfile.mkdtemp(prefix="traced-"))
+  exported._folder = lambda: folder
   bb = load_backbone("tiny-bert")
   train, _ = datasets.synthetic_groups(0, n=32)
   enc = TextEncoder(bb.tokenizer, ["d"], 64)
@@ -51,9 +57,14 @@ def main(devices: int, shapes: list[str]):
       norms.append([float(m["grad_norm"])] + np.asarray(m["head_grad_norm"]).tolist())
     leaves = [np.asarray(x).ravel().tolist()
               for x in jax.tree.leaves(jax.device_get(state.trainable))]
+    split_after = sum(1 for leaf in jax.tree.leaves(state.trainable)
+                      if len(leaf.sharding.device_set) > 1
+                      and not leaf.sharding.is_fully_replicated)
     out[name] = dict(losses=losses, norms=norms, params=leaves, lr=cfg.optim.lr,
                      shards=len(batch["tokens"].sharding.device_set), split_leaves=split,
-                     state_bytes=held)
+                     split_after=split_after, state_bytes=held,
+                     traced_programs=t.jitted_step.programs(),
+                     traced_files=len(list(folder.glob("lrf_train_step-*.bin"))))
   print("RESULT " + json.dumps(out))
 
 

@@ -26,10 +26,15 @@ def test_sharded_steps_equal_the_one_device_step(devices, shapes):
   line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
   out = json.loads(line[len("RESULT "):])
   one = out.pop("one")
+  # One saved program per (mesh, step shape): nothing is shared across meshes.
+  assert max(g["traced_files"] for g in out.values()) == one["traced_programs"] + sum(
+      g["traced_programs"] for g in out.values())
   assert one["shards"] == 1
   for shape, got in out.items():
     data, fsdp = map(int, shape.split("x"))
     assert got["shards"] == data * fsdp, shape            # every device has its own rows
+    # The steps ran the traced-once (exported) program, which keeps the state's split.
+    assert got["split_after"] == got["split_leaves"] and got["traced_programs"] >= 1, shape
     assert (got["split_leaves"] > 0) == (fsdp > 1), shape  # parameters split over "fsdp"
     # ... so a device holds less of the parameters and optimizer state.
     # (tiny-bert's many small leaves stay whole: 78% of one device's at fsdp=2, 68% at 4)

@@ -126,7 +126,7 @@ def test_switching_update_masks_does_not_retrace(backbone, groups, monkeypatch):
   for only in (None, 0, 1, None):
     mask = None if only is None else t.update_mask(state.trainable, only)
     state, _ = t.step_fn(state, batch, jax.random.PRNGKey(0), mask)
-  assert t.jitted_step._cache_size() == 1
+  assert t.jitted_step.programs() == 1
   with pytest.raises(ValueError, match="only_head"):
     update_mask(state.trainable, 2, 2)
 

@@ -1,0 +1,97 @@
+"""Programs traced once per machine (core/exported.py) and the LRF step that uses them."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from optimas_jax.core import exported
+from optimas_jax.core.exported import TracedOnce
+
+pytest.importorskip("flatbuffers", reason="jax.export serialization needs flatbuffers")
+
+
+def _counted(traces):
+  def step(state, x, scale):
+    traces.append(1)
+    new = jax.tree.map(lambda s: s * scale + jnp.sum(x), state)
+    return new, {"total": sum(jnp.sum(v) for v in jax.tree.leaves(new))}
+  return step
+
+
+def test_a_second_process_loads_the_program_without_tracing(tmp_path):
+  traces = []
+  state = {"a": jnp.arange(4.0), "b": (jnp.ones((2, 3)),)}
+  x, scale = jnp.full((5,), 0.5), jnp.float32(2.0)
+  want = jax.jit(_counted([]))(state, x, scale)
+  first = TracedOnce(_counted(traces), "toy", "v1", donate_argnums=(0,), folder=tmp_path)
+  got = first(jax.tree.map(jnp.copy, state), x, scale)
+  assert len(traces) == 1 and len(list(tmp_path.glob("toy-*.bin"))) == 1
+  # A new instance (as a new process would build): no trace, the same values.
+  again = TracedOnce(_counted(traces), "toy", "v1", donate_argnums=(0,), folder=tmp_path)
+  donated = jax.tree.map(jnp.copy, state)
+  out = again(donated, x, scale)
+  assert len(traces) == 1
+  jax.tree.map(np.testing.assert_array_equal, out, want)
+  jax.tree.map(np.testing.assert_array_equal, got, want)
+  assert all(leaf.is_deleted() for leaf in jax.tree.leaves(donated))   # donation kept
+  # Calls with the same signature reuse the program; a new shape is a new one.
+  again(jax.tree.map(jnp.copy, state), x, scale)
+  again(jax.tree.map(jnp.copy, state), jnp.ones((7,)), scale)
+  assert again.programs() == 2 and len(traces) == 2
+
+
+def test_what_the_trace_reads_is_in_the_key(tmp_path, monkeypatch):
+  traces = []
+  state, x, s = {"a": jnp.ones(3)}, jnp.ones(2), jnp.float32(1.0)
+  TracedOnce(_counted(traces), "toy", "lr=0.1", folder=tmp_path)(state, x, s)
+  TracedOnce(_counted(traces), "toy", "lr=0.2", folder=tmp_path)(state, x, s)
+  assert len(traces) == 2                          # another static key: traced afresh
+  monkeypatch.setattr(exported, "source_digest", lambda: "edited source")
+  TracedOnce(_counted(traces), "toy", "lr=0.1", folder=tmp_path)(state, x, s)
+  assert len(traces) == 3                          # the package's code changed
+  assert len(list(tmp_path.glob("toy-*.bin"))) == 3
+
+
+def test_an_unreadable_file_is_traced_again_and_replaced(tmp_path):
+  traces = []
+  args = ({"a": jnp.ones(3)}, jnp.ones(2), jnp.float32(1.0))
+  TracedOnce(_counted(traces), "toy", "k", folder=tmp_path)(*args)
+  (path,) = tmp_path.glob("toy-*.bin")
+  path.write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00junk")
+  out = TracedOnce(_counted(traces), "toy", "k", folder=tmp_path)(*args)
+  assert len(traces) == 2 and float(out[1]["total"]) == 9.0
+  TracedOnce(_counted(traces), "toy", "k", folder=tmp_path)(*args)
+  assert len(traces) == 2                          # the rewritten file loads
+
+
+def test_a_trainer_in_a_new_process_steps_from_the_saved_trace(tmp_path, monkeypatch):
+  from optimas_jax.lrf import train as train_lib
+  from optimas_jax.lrf.config import default_lrf_config
+  from optimas_jax.lrf.model import build_lrf
+  from optimas_jax.models.registry import load_backbone
+  monkeypatch.setattr(exported, "_folder", lambda: tmp_path)
+  backbone = load_backbone("tiny-bert")
+  cfg = default_lrf_config()
+  cfg.trainable, cfg.max_len, cfg.buckets = "top", 16, (16,)
+  cfg.groups_per_batch, cfg.max_candidates = 2, 3
+  rng = np.random.default_rng(0)
+  batch = {"tokens": rng.integers(5, 200, (1, 2, 3, 16)).astype(np.int32),
+           "mask": np.ones((1, 2, 3, 16), np.int32), "component": np.zeros((1, 2), np.int32),
+           "mc": rng.normal(size=(1, 2, 3)).astype(np.float32),
+           "valid": np.ones((1, 2, 3), bool)}
+
+  def one_step():
+    t = train_lib.Trainer(build_lrf(backbone, 1, cfg), cfg, 1, 10)
+    state = t.init_state(jax.random.PRNGKey(0), backbone.params)
+    state, metrics = t.step_fn(state, jax.tree.map(jnp.asarray, batch), jax.random.PRNGKey(0))
+    return jax.device_get((state.trainable, metrics))
+
+  first = one_step()
+  traces = []
+  real = train_lib.train_step
+  monkeypatch.setattr(train_lib, "train_step",
+                      lambda *a, **k: traces.append(1) or real(*a, **k))
+  second = one_step()
+  assert traces == [] and len(list(tmp_path.glob("lrf_train_step-*.bin"))) == 1
+  jax.tree.map(np.testing.assert_array_equal, second, first)
