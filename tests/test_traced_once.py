@@ -95,3 +95,12 @@ def test_a_trainer_in_a_new_process_steps_from_the_saved_trace(tmp_path, monkeyp
   second = one_step()
   assert traces == [] and len(list(tmp_path.glob("lrf_train_step-*.bin"))) == 1
   jax.tree.map(np.testing.assert_array_equal, second, first)
+
+
+def test_a_program_export_cannot_hold_runs_as_a_plain_jit(tmp_path):
+  def with_callback(x):
+    return jax.pure_callback(lambda v: np.asarray(v) * 2, jax.ShapeDtypeStruct(x.shape, x.dtype),
+                             x) + 1
+  f = TracedOnce(with_callback, "callback", "k", folder=tmp_path)
+  np.testing.assert_array_equal(f(jnp.arange(3.0)), [1.0, 3.0, 5.0])
+  assert list(tmp_path.glob("*.bin")) == []

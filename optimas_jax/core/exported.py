@@ -120,8 +120,14 @@ class TracedOnce:
         # A truncated or foreign file: trace afresh and overwrite it.
         logging.warning("traced program %s unreadable (%s); tracing again", path, e)
     if exported is None:
-      exported, out_tree = self._export(args, leaves, treedef)
-      self._save(path, exported, out_tree)
+      try:
+        exported, out_tree = self._export(args, leaves, treedef)
+        self._save(path, exported, out_tree)
+      except Exception as e:  # pylint: disable=broad-except
+        # A program jax.export cannot hold (say, a host callback): the plain jit.
+        logging.warning("%s: not kept on disk (%s: %s); traced per process", self.name,
+                        type(e).__name__, e)
+        return lambda args, leaves: self._jit(*args)
     donated = [i for i, n in enumerate(self._leaf_owner(args)) if n in self.donate_argnums]
     call = jax.jit(exported.call, in_shardings=self._flat_in_shardings(args),
                    donate_argnums=tuple(donated), compiler_options=self.compiler_options)

@@ -7,7 +7,11 @@ Temperature and top-p are traced values (changing them does not recompile).
 
 Every row samples with its own PRNG key (folded with the decode step), so a
 row's text depends on its prompt and key only, never on its batch-mates,
-the batch bucket or the chunk it ran in.
+the batch bucket or the chunk it ran in (its log-probs may move in the last
+float bits with the batch's shapes).
+
+A prompt prefix that every row of a batch shares (a system prompt) is prefilled
+once and its keys and values copied to every row (``prefix_reuse``).
 
 Prompts longer than the context are truncated from the start (the end of a
 prompt is what the answer depends on); ``Completion.truncated`` counts the
