@@ -104,3 +104,19 @@ def test_a_program_export_cannot_hold_runs_as_a_plain_jit(tmp_path):
   f = TracedOnce(with_callback, "callback", "k", folder=tmp_path)
   np.testing.assert_array_equal(f(jnp.arange(3.0)), [1.0, 3.0, 5.0])
   assert list(tmp_path.glob("*.bin")) == []
+
+
+def test_abstract_shapes_are_kept_and_read_back(tmp_path, monkeypatch):
+  monkeypatch.setattr(exported, "_folder", lambda: tmp_path)
+  traces = []
+
+  def init(x):
+    traces.append(1)
+    return {"w": jnp.zeros((x.shape[0], 3), jnp.bfloat16), "b": {"c": x.sum()}}
+
+  first = exported.eval_shape_once(init, "shapes", "k", jnp.ones((4,)))
+  again = exported.eval_shape_once(init, "shapes", "k", jnp.ones((4,)))
+  other = exported.eval_shape_once(init, "shapes", "k", jnp.ones((5,)))
+  assert len(traces) == 2 and again == first
+  assert again["w"] == jax.ShapeDtypeStruct((4, 3), jnp.bfloat16)
+  assert other["w"].shape == (5, 3)

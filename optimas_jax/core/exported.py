@@ -26,6 +26,7 @@ import tempfile
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 from absl import logging
 
 _PACKAGE = pathlib.Path(__file__).resolve().parents[1]
@@ -143,15 +144,9 @@ class TracedOnce:
     return tuple(jax.tree.leaves(full, is_leaf=is_sharding))
 
   def _key(self, leaves, treedef) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    parts = [self.name, self.static_key, _versions(), source_digest(), str(treedef),
-             repr(self.donate_argnums), repr(sorted((self.compiler_options or {}).items())),
-             jax.default_backend(), str(jax.device_count())]
-    parts += [f"{x.shape}|{x.dtype}|{getattr(x, 'sharding', None)}" for x in leaves]
-    for part in parts:
-      h.update(part.encode())
-      h.update(b"\0")
-    return h.hexdigest()
+    return _digest([self.name, self.static_key, str(treedef), repr(self.donate_argnums),
+                    repr(sorted((self.compiler_options or {}).items()))]
+                   + [f"{x.shape}|{x.dtype}|{getattr(x, 'sharding', None)}" for x in leaves])
 
   @staticmethod
   def _leaf_owner(args) -> list[int]:
@@ -182,15 +177,53 @@ class TracedOnce:
 
   @staticmethod
   def _save(path: pathlib.Path, exported, out_tree) -> None:
-    """Atomic: a reader sees no file or the whole one (several processes may write)."""
     tree = pickle.dumps(out_tree)
-    blob = len(tree).to_bytes(8, "little") + tree + bytes(exported.serialize())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-      with os.fdopen(fd, "wb") as f:
-        f.write(blob)
-      os.replace(tmp, path)
-    except BaseException:
-      pathlib.Path(tmp).unlink(missing_ok=True)
-      raise
+    _write_atomic(path, len(tree).to_bytes(8, "little") + tree + bytes(exported.serialize()))
+
+
+def eval_shape_once(fn: Callable, name: str, static_key: str, *args):
+  """`jax.eval_shape(fn, *args)`, kept on disk next to `TracedOnce`'s programs.
+
+  An abstract trace of a whole model's init (to check loaded weights against it)
+  costs 0.3 s of a warm set-up for MiniLM. The shapes are keyed like a program:
+  `static_key` (what the trace reads), the arguments' tree, shapes and dtypes,
+  the library versions and the package's source.
+  """
+  folder = _folder()
+  if folder is None:
+    return jax.eval_shape(fn, *args)
+  leaves, treedef = jax.tree.flatten(args)
+  key = _digest([name, static_key, str(treedef)]
+                + [f"{tuple(x.shape)}|{x.dtype}" for x in leaves])
+  path = folder / f"{name}-{key}.shapes"
+  try:
+    kept = pickle.loads(path.read_bytes())
+    return jax.tree.map(lambda sd: jax.ShapeDtypeStruct(sd[0], jnp.dtype(sd[1])), kept,
+                        is_leaf=lambda x: isinstance(x, tuple))
+  except Exception:  # pylint: disable=broad-except  (absent or unreadable: trace)
+    pass
+  out = jax.eval_shape(fn, *args)
+  _write_atomic(path, pickle.dumps(jax.tree.map(lambda s: (tuple(s.shape), str(s.dtype)), out)))
+  return out
+
+
+def _digest(parts) -> str:
+  h = hashlib.blake2b(digest_size=16)
+  for part in [*parts, _versions(), source_digest(), jax.default_backend(),
+               str(jax.device_count())]:
+    h.update(str(part).encode())
+    h.update(b"\0")
+  return h.hexdigest()
+
+
+def _write_atomic(path: pathlib.Path, blob: bytes) -> None:
+  """A reader sees no file or the whole one (several processes may write it)."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(blob)
+    os.replace(tmp, path)
+  except BaseException:
+    pathlib.Path(tmp).unlink(missing_ok=True)
+    raise

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
+from optimas_jax.core import exported
 from optimas_jax.models import xla_cpu
 
 
@@ -128,8 +129,9 @@ class LRF:
     With pretrained weights only the heads are initialised (the same values as
     a whole-model init with `rng`: Flax derives a submodule's key from its
     path); the backbone's shapes are checked against an abstract init
-    (`jax.eval_shape`), never computed. A random backbone that is then
-    replaced cost ~10 s of eager init for MiniLM.
+    (`jax.eval_shape`, kept on disk by `core/exported.eval_shape_once`), never
+    computed. A random backbone that is then replaced cost ~10 s of eager init
+    for MiniLM.
     """
     k_model, k_lora = jax.random.split(rng)
     tokens = jnp.zeros((1, seq_len), jnp.int32)
@@ -137,7 +139,9 @@ class LRF:
     if backbone_params is None:
       params = dict(self.model.init(k_model, *args)["params"])
       return self.split(params, k_lora)
-    shapes = jax.eval_shape(self.model.init, k_model, *args)["params"]
+    shapes = exported.eval_shape_once(self.model.init, "lrf_init_shapes",
+                                      f"{self.model!r}|seq_len={seq_len}", k_model, *args)
+    shapes = shapes["params"]
     bp = backbone_params.get("params", backbone_params)
     # The heads read a pooled (B, hidden_size) vector; their init needs its shape only.
     hidden = jax.ShapeDtypeStruct((1, self.model.backbone.config.hidden_size), jnp.float32)
