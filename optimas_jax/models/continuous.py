@@ -1,0 +1,311 @@
+"""Continuous (step-level) batching: requests join and leave a running decode batch.
+
+``generate.Generator`` decodes a batch until its longest row is done, and a
+request that arrives meanwhile waits for the whole batch. Here the KV cache
+has ``slots`` rows that live on their own: between decode calls a finished
+row's slot goes to the next waiting request (prefilled alone, its keys and
+values copied into the slot), so a short answer returns as soon as it is
+done and a new request starts within ``steps_per_call`` decode steps.
+
+Cache layout: a ring of ``context`` columns. Decode step g writes every
+slot's new key and value at column g mod context (one index for the whole
+batch, as in the Generator); a request admitted at step g0 holds its
+left-padded prompt in the columns of steps g0 - L .. g0 - 1. A query sees
+the columns written since its own request's first prompt token. Keys carry
+their rotary position, so the ring's order does not matter to attention.
+
+A request samples as in the Generator: token i with ``fold_in(key, i)``,
+its own temperature and top-p, so its tokens are the Generator's for the
+same prompt and key (log-probs equal to float rounding). A call runs the
+smallest power-of-two prefix of the slots that holds every active request
+(a free slot is the lowest one), so a lone request does not pay for 32.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import threading
+from typing import Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optimas_jax.models import llama
+from optimas_jax.models.generate import (Completion, bucket_batch, bucket_length,
+                                         top_p_filter)
+from optimas_jax.models.tokenizer import pad_ids
+
+_REBASE = 1 << 30     # the step counter is moved back by a multiple of the ring past this
+
+
+def sample_rows(logits, keys, temperature, top_p):
+  """``generate.sample`` with a temperature and top-p per row: (B,) tokens and log-probs.
+
+  Row b is greedy when ``temperature[b] == 0`` and otherwise draws from
+  softmax(logits / temperature), top-p truncated when ``top_p[b] < 1``, with
+  ``keys[b]``; its log-prob is taken before truncation (as ``sample``).
+  """
+  greedy = temperature <= 0
+  scale = jnp.where(greedy, 1.0, temperature)[:, None]
+  scaled = logits / scale
+  truncate = (top_p < 1.0) & ~greedy
+  filtered = jax.lax.cond(
+      jnp.any(truncate),
+      lambda s: jnp.where(truncate[:, None], top_p_filter(s, top_p[:, None]), s),
+      lambda s: s, scaled)
+  drawn = jax.vmap(jax.random.categorical)(keys, filtered).astype(jnp.int32)
+  token = jnp.where(greedy, jnp.argmax(logits, axis=-1).astype(jnp.int32), drawn)
+  logp = jax.nn.log_softmax(scaled, axis=-1)
+  return token, jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
+
+
+def _prefill(module, params, ids, mask, key_data, temperature, top_p):
+  """One request's left-padded prompt (1, L): its first token, log-prob and (1, L) cache."""
+  length = ids.shape[1]
+  cache = llama.init_cache(module.config, 1, length)
+  causal = jnp.tril(jnp.ones((length, length), bool))
+  visible = mask.astype(bool)[:, None, :] & causal[None]
+  hidden, cache = module.apply(params, ids, llama.positions_from_mask(mask), visible, cache, 0,
+                               method=module.forward_cached)
+  logits = module.apply(params, hidden[:, -1], method=module.project)
+  key = jax.random.fold_in(jax.random.wrap_key_data(key_data), 0)
+  token, logp = sample_rows(logits, key[None], temperature[None], top_p[None])
+  return token[0], logp[0], cache
+
+
+def _insert(cache, row_cache, slot, start):
+  """``row_cache`` (1, L) written into ``slot`` at ring columns start .. start + L - 1."""
+  def put(ring, row):
+    cols = (start + jnp.arange(row.shape[1])) % ring.shape[1]
+    return ring.at[slot, cols].set(row[0].astype(ring.dtype))
+  return jax.tree.map(put, cache, row_cache)
+
+
+def _decode(module, steps, width, params, cache, last, step, first, index, key_data,
+            temperature, top_p):
+  """``steps`` decode steps of slots [0, width): (steps, width) tokens, log-probs, cache.
+
+  ``step`` is the ring clock of the first of them; ``first`` (width,) the
+  clock of each slot's first prompt token; ``index`` (width,) the index of
+  the token each slot samples first (its key is folded with it).
+  """
+  context = cache[0][0].shape[1]
+  cols = jnp.arange(context)
+  part = jax.tree.map(lambda c: c[:width], cache)
+  keys = jax.random.wrap_key_data(key_data)
+
+  def one(carry, j):
+    part, last = carry
+    now = step + j
+    written = now - (now - cols) % context       # the clock at which each column was written
+    visible = (written[None, :] >= first[:, None])[:, None, :]
+    hidden, part = module.apply(params, last[:, None], (now - first)[:, None], visible, part,
+                                now % context, method=module.forward_cached)
+    logits = module.apply(params, hidden[:, 0], method=module.project)
+    row_keys = jax.vmap(jax.random.fold_in)(keys, index + j)
+    token, logp = sample_rows(logits, row_keys, temperature, top_p)
+    return (part, token), (token, logp)
+
+  (part, _), (tokens, logps) = jax.lax.scan(one, (part, last), jnp.arange(steps))
+  cache = jax.tree.map(lambda c, p: c.at[:width].set(p), cache, part)
+  return tokens, logps, cache
+
+
+@dataclasses.dataclass
+class _Request:
+  prompt: list[int]
+  truncated: int
+  max_new_tokens: int
+  stops: frozenset
+  temperature: float
+  top_p: float
+  key_data: np.ndarray
+  future: concurrent.futures.Future
+  tokens: list = dataclasses.field(default_factory=list)
+  logprobs: list = dataclasses.field(default_factory=list)
+
+
+class ContinuousDecoder:
+  """Decodes submitted requests in a running batch of ``slots`` rows (a thread of its own).
+
+  ``context``: ring columns per slot; a request's bucketed prompt plus its
+  new tokens must fit (prompts longer than the room keep their end, as in
+  the Generator). ``fits`` says whether a request can run here at all.
+  """
+
+  def __init__(self, module: llama.LlamaDecoder, params, pad_id: int, *, slots: int = 32,
+               context: int = 1024, prompt_multiple: int = 64, steps_per_call: int = 4,
+               max_traces: int | None = None):
+    if slots < 1 or slots & (slots - 1):
+      raise ValueError(f"slots={slots}; use a power of two (the active prefix is bucketed)")
+    if context > module.config.max_position_embeddings:
+      raise ValueError(f"context={context} > the model's {module.config.max_position_embeddings}")
+    if steps_per_call < 1:
+      raise ValueError(f"steps_per_call={steps_per_call}; must be >= 1")
+    self.module, self.params, self.pad_id = module, params, int(pad_id)
+    self.slots, self.context = slots, context
+    self.prompt_multiple, self.steps_per_call = prompt_multiple, steps_per_call
+    def prefill(*args):
+      return _prefill(module, *args)
+
+    def decode(*args):
+      return _decode(module, *args)
+
+    if max_traces is not None:
+      prefill = chex.assert_max_traces(prefill, n=max_traces)
+      decode = chex.assert_max_traces(decode, n=max_traces)
+    self._prefill = jax.jit(prefill)
+    self._insert = jax.jit(_insert, donate_argnums=0)
+    self._decode = jax.jit(decode, static_argnums=(0, 1), donate_argnums=3)
+    self._cache = llama.init_cache(module.config, slots, context)
+    key_shape = jax.random.key_data(jax.random.key(0)).shape
+    self._key_data = np.zeros((slots,) + key_shape, np.uint32)
+    self._last = np.zeros(slots, np.int32)
+    self._first = np.zeros(slots, np.int32)
+    self._index = np.zeros(slots, np.int32)
+    self._temperature = np.zeros(slots, np.float32)
+    self._top_p = np.ones(slots, np.float32)
+    self._rows: list[_Request | None] = [None] * slots
+    self._clock = context
+    self._pending: collections.deque = collections.deque()
+    self._cv = threading.Condition()
+    self._closed = False
+    self.stats = collections.Counter()
+    self._thread = threading.Thread(target=self._loop, name="continuous-decoder", daemon=True)
+    self._thread.start()
+
+  # -- the client side ----------------------------------------------------------
+
+  def fits(self, max_new_tokens: int) -> bool:
+    """Whether a request with ``max_new_tokens`` leaves room for a prompt in a slot."""
+    return 1 <= max_new_tokens < self.context
+
+  def submit(self, prompt: Sequence[int], *, max_new_tokens: int, stop_ids: Sequence[int] = (),
+             temperature: float = 0.0, top_p: float = 1.0, key=None
+             ) -> concurrent.futures.Future:
+    """A future of the request's ``Completion``; ``key`` (a typed PRNG key) when sampling."""
+    if not self.fits(max_new_tokens):
+      raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room in a {self.context}-"
+                       "column slot; use the Generator or a larger context")
+    if temperature < 0 or not 0 < top_p <= 1:
+      raise ValueError(f"temperature={temperature} (need >= 0), top_p={top_p} (need (0, 1])")
+    if temperature > 0 and key is None:
+      raise ValueError("sampling (temperature > 0) needs an explicit key")
+    room = self.context - max_new_tokens
+    prompt = list(prompt)
+    kept = prompt[len(prompt) - min(len(prompt), room):] or [self.pad_id]
+    key = key if key is not None else jax.random.key(0)
+    request = _Request(kept, len(prompt) - len(kept) if prompt else 0, max_new_tokens,
+                       frozenset(int(s) for s in stop_ids), float(temperature), float(top_p),
+                       np.asarray(jax.random.key_data(key)), concurrent.futures.Future())
+    with self._cv:
+      if self._closed:
+        raise RuntimeError("the decoder is closed")
+      self._pending.append(request)
+      self._cv.notify()
+    return request.future
+
+  def close(self) -> None:
+    with self._cv:
+      self._closed = True
+      self._cv.notify()
+    self._thread.join(timeout=30)
+
+  # -- the decoder thread --------------------------------------------------------
+
+  def _loop(self):
+    while True:
+      with self._cv:
+        while not self._closed and not self._pending and not any(self._rows):
+          self._cv.wait()
+        if self._closed:
+          break
+      try:
+        self._admit()
+        if any(self._rows):
+          self._advance()
+      except Exception as e:  # pylint: disable=broad-except
+        self._fail_all(e)
+    self._fail_all(RuntimeError("the decoder was closed"))
+
+  def _fail_all(self, error: Exception) -> None:
+    """Every waiting and running request gets ``error``; the slots are emptied."""
+    with self._cv:
+      waiting, self._pending = list(self._pending), collections.deque()
+    for r in waiting + [r for r in self._rows if r is not None]:
+      if not r.future.done():
+        r.future.set_exception(error)
+    self._rows = [None] * self.slots
+    self._cache = llama.init_cache(self.module.config, self.slots, self.context)
+
+  def _admit(self) -> None:
+    """Waiting requests into free slots (the lowest first): prefill, then copy the cache."""
+    for slot in range(self.slots):
+      if self._rows[slot] is not None:
+        continue
+      with self._cv:
+        if not self._pending:
+          return
+        request = self._pending.popleft()
+      room = self.context - request.max_new_tokens
+      length = min(bucket_length(len(request.prompt), self.prompt_multiple), room)
+      ids, mask = pad_ids([request.prompt], self.pad_id, length=length, side="left")
+      token, logp, row_cache = self._prefill(
+          self.params, ids, mask, request.key_data, np.float32(request.temperature),
+          np.float32(request.top_p))
+      self.stats["admitted"] += 1
+      if self._take(request, [int(token)], [float(logp)]):
+        continue                              # done at its first token: the slot stays free
+      self._cache = self._insert(self._cache, row_cache, slot,
+                                 np.int32((self._clock - length) % self.context))
+      self._rows[slot] = request
+      self._last[slot] = request.tokens[-1]
+      self._first[slot] = self._clock - len(request.prompt)
+      self._index[slot] = 1
+      self._key_data[slot] = request.key_data
+      self._temperature[slot], self._top_p[slot] = request.temperature, request.top_p
+
+  def _advance(self) -> None:
+    """One compiled call of ``steps_per_call`` steps over the occupied slot prefix."""
+    if self._clock > _REBASE:                 # columns depend on the clock mod the ring only
+      shift = (self._clock // self.context - 1) * self.context
+      self._clock -= shift
+      self._first -= shift
+    occupied = [i for i, r in enumerate(self._rows) if r is not None]
+    width = bucket_batch(occupied[-1] + 1)
+    free = [self._rows[i] is None for i in range(width)]
+    first = np.where(free, self._clock, self._first[:width]).astype(np.int32)
+    tokens, logps, self._cache = self._decode(
+        self.steps_per_call, width, self.params, self._cache, self._last[:width],
+        np.int32(self._clock), first, self._index[:width], self._key_data[:width],
+        self._temperature[:width], self._top_p[:width])
+    tokens, logps = np.asarray(tokens), np.asarray(logps)
+    self._clock += self.steps_per_call
+    self.stats["calls"] += 1
+    self.stats["steps"] += self.steps_per_call
+    self.stats["max_active"] = max(self.stats["max_active"], len(occupied))
+    for slot in occupied:
+      request = self._rows[slot]
+      if self._take(request, tokens[:, slot].tolist(), logps[:, slot].tolist()):
+        self._rows[slot] = None
+      else:
+        self._last[slot] = tokens[-1, slot]
+        self._index[slot] += self.steps_per_call
+
+  def _take(self, request: _Request, tokens: list[int], logps: list[float]) -> bool:
+    """Appends new tokens up to a stop or the limit; resolves the future when done."""
+    for token, logp in zip(tokens, logps):
+      request.tokens.append(token)
+      request.logprobs.append(logp)
+      stopped = token in request.stops
+      if stopped or len(request.tokens) == request.max_new_tokens:
+        self.stats["completed"] += 1
+        request.future.set_result(Completion(
+            tokens=request.tokens, logprobs=request.logprobs, stopped=stopped,
+            prompt_tokens=len(request.prompt), truncated=request.truncated))
+        return True
+    return False
