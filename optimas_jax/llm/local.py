@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import functools
 import threading
 from typing import Any, Sequence
@@ -12,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optimas_jax.llm.base import LLM, Generation, Request, SamplingParams
+from optimas_jax.models import continuous as continuous_lib
 from optimas_jax.models import generate as gen_lib
 from optimas_jax.models import registry
 from optimas_jax.models import lora
@@ -44,6 +46,53 @@ class LocalLLM(LLM):
     self._merged = collections.OrderedDict()   # adapter leaf ids -> (leaves, merged params)
     self.merged_cache_size = MERGED_CACHE_SIZE  # a server raises it to its adapters + 1
     self._merged_lock = threading.Lock()
+    self._decoder: continuous_lib.ContinuousDecoder | None = None
+    self._decoder_lock = threading.Lock()
+
+  def continuous_decoder(self, context: int = 1024) -> continuous_lib.ContinuousDecoder:
+    """The base model's continuous-batching decoder (made on first use, then kept:
+    its ring cache is allocated once). Its slots are the generator's ``max_batch``."""
+    with self._decoder_lock:
+      if self._decoder is None:
+        g = self.generator
+        self._decoder = continuous_lib.ContinuousDecoder(
+            g.module, g.params, g.pad_id, slots=gen_lib.bucket_batch(g.max_batch),
+            context=min(context, g.max_context), prompt_multiple=g.prompt_multiple)
+      elif self._decoder.context != min(context, self.generator.max_context):
+        raise ValueError(f"the continuous decoder runs with context={self._decoder.context}; "
+                         f"asked for {context}")
+      return self._decoder
+
+  def continuous_stats(self) -> dict[str, int]:
+    """The continuous decoder's counters (admitted, completed, calls, steps, max_active)."""
+    with self._decoder_lock:
+      return dict(self._decoder.stats) if self._decoder is not None else {}
+
+  def submit(self, request: Request, params: SamplingParams = SamplingParams(), key=None, *,
+             context: int = 1024) -> concurrent.futures.Future | None:
+    """One request into the running batch of ``continuous_decoder(context)``: a future of
+    its ``Generation`` (the same as ``generate`` gives it with ``key``), or None when its
+    prompt and new tokens do not fit a slot (use ``generate``)."""
+    decoder = self.continuous_decoder(context)
+    prompt = self.tokenizer.encode(self.render(request), add_special_tokens=False)
+    if len(prompt) + params.max_new_tokens > decoder.context:
+      return None
+    inner = decoder.submit(prompt, max_new_tokens=params.max_new_tokens,
+                           stop_ids=self._stop_ids(params.stop), temperature=params.temperature,
+                           top_p=params.top_p, key=key)
+    outer: concurrent.futures.Future = concurrent.futures.Future()
+
+    def finish(done: concurrent.futures.Future) -> None:
+      try:
+        generation = self._finish(done.result(), params)
+      except Exception as e:  # pylint: disable=broad-except
+        outer.set_exception(e)
+        return
+      self.usage.add([generation])
+      outer.set_result(generation)
+
+    inner.add_done_callback(finish)
+    return outer
 
   def weights(self, adapter=None) -> tuple:
     """(params, unmerged adapter or None) that run base + ``adapter`` as training does

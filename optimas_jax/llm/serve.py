@@ -14,7 +14,10 @@ its ``model`` field, and ``POST /v1/load_lora_adapter`` {"lora_name",
 (``/v1/unload_lora_adapter`` {"lora_name"} drops it). An adapter trained on
 other base weights than the served ones is refused (their digests differ). Requests that arrive within
 ``--batch_window_ms`` of each other (up to ``--max_batch``) are decoded in
-one ``LLM.generate`` call per distinct set of sampling params.
+one ``LLM.generate`` call per distinct set of sampling params; with
+``--scheduler=continuous`` (the default) a base-model request that fits
+``--continuous_context`` instead joins the running batch of a step-level
+decoder (models/continuous.py) and returns as soon as its own answer is done.
 
 Each request samples with its own key, from its own ``seed`` (choice i of
 ``n`` folds in i), so an answer never depends on the requests it was batched
@@ -67,6 +70,9 @@ from optimas_jax.core.seeds import derive_seed
 from optimas_jax.llm.base import LLM, Generation, SamplingParams
 
 MAX_BODY_BYTES = 16 << 20
+# "continuous": base-model requests join a running decode batch (models/continuous.py);
+# "window": requests arriving within --batch_window_ms are decoded together.
+SCHEDULERS = ("continuous", "window")
 _ROLES = ("system", "user", "assistant", "tool")
 
 
@@ -111,12 +117,21 @@ class Busy(Exception):
 
 
 class Batcher:
-  """Gathers requests for a short window and decodes each params-group in one call."""
+  """Gathers requests for a short window and decodes each params-group in one call.
+
+  With ``continuous_context`` (and an LLM that has ``submit``, the local one),
+  a base-model request whose prompt and new tokens fit that many columns
+  joins the running batch of the LLM's continuous decoder instead
+  (models/continuous.py: it starts within a few decode steps and returns
+  when its own answer is done); adapter requests and longer ones take the
+  window.
+  """
 
   def __init__(self, llm: LLM, window_ms: float = 20.0, max_batch: int = 32,
-               max_queue: int = 1024):
+               max_queue: int = 1024, continuous_context: int = 0):
     self.llm, self.window_s, self.max_batch = llm, window_ms / 1000, max_batch
     self.max_queue = max_queue
+    self.continuous_context = continuous_context if hasattr(llm, "submit") else 0
     self._queue: queue.Queue = queue.Queue()
     self._waiting = 0                    # answers queued or being decoded
     self._lock = threading.Lock()
@@ -143,12 +158,32 @@ class Batcher:
         raise Busy(f"{self._waiting} answers are waiting (max_queue={self.max_queue})")
       self._waiting += len(jobs)
     try:
+      joined = 0
       for j in jobs:
-        self._queue.put(j)
-      return [j.future.result() for j in jobs]
+        running = self._join_running_batch(j)
+        if running is None:
+          self._queue.put(j)
+        else:
+          j.future, joined = running, joined + 1
+      answers = [j.future.result() for j in jobs]
+      with self._lock:
+        self.generated += joined           # the window's answers are counted by _run
+      return answers
     finally:
       with self._lock:
         self._waiting -= len(jobs)
+
+  def _join_running_batch(self, job: _Job) -> concurrent.futures.Future | None:
+    """The job's future from the continuous decoder, or None (it takes the window)."""
+    if not self.continuous_context or job.adapter is not None:
+      return None
+    key = request_key(job.seed, job.choice) if job.params.temperature > 0 else None
+    return self.llm.submit(job.request, job.params, key, context=self.continuous_context)
+
+  def continuous_stats(self) -> dict[str, int]:
+    stats = self.llm.continuous_stats() if self.continuous_context else {}
+    return {f"continuous_{k}": stats.get(k, 0)
+            for k in ("admitted", "completed", "calls", "steps", "max_active")}
 
   def close(self) -> None:
     self._closed = True
@@ -298,7 +333,8 @@ class Server(http.server.ThreadingHTTPServer):
                batch_window_ms: float = 20.0, max_batch: int = 32, delay_ms: float = 0.0,
                fail_status: int = 0, fail_count: int = 0, api_key: str | None = None,
                seed: int | None = None, max_queue: int = 1024, max_inflight: int = 64,
-               max_seen: int = 1 << 16, adapter_root: str | None = None):
+               max_seen: int = 1 << 16, adapter_root: str | None = None,
+               scheduler: str = "continuous", continuous_context: int = 1024):
     super().__init__((host, port), _Handler)
     self.seed = seed
     # Repeat counts by request digest, the oldest forgotten past `max_seen` (a forgotten
@@ -308,7 +344,11 @@ class Server(http.server.ThreadingHTTPServer):
     self.inflight = threading.BoundedSemaphore(max_inflight)
     self.adapter_root = os.path.realpath(adapter_root) if adapter_root else None
     self.llm, self.model_name = llm, model_name
-    self.batcher = Batcher(llm, batch_window_ms, max_batch, max_queue)
+    if scheduler not in SCHEDULERS:
+      raise ValueError(f"scheduler={scheduler!r}; use one of {SCHEDULERS}")
+    self.scheduler = scheduler
+    self.batcher = Batcher(llm, batch_window_ms, max_batch, max_queue,
+                           continuous_context if scheduler == "continuous" else 0)
     self.max_batch, self.delay_s = max_batch, delay_ms / 1000
     self.fail_status, self.fail_count = fail_status, fail_count
     self._api_key = api_key
@@ -437,6 +477,7 @@ class Server(http.server.ThreadingHTTPServer):
       out = dict(self.counts)
     b = self.batcher
     out.update(batches=b.batches, generated=b.generated, largest_batch=b.largest_batch)
+    out.update(b.continuous_stats())
     return out
 
   def authorized(self, header: str | None) -> bool:
@@ -631,6 +672,13 @@ def main(argv=None) -> int:
   parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--max_context", type=int, default=4096)
+  parser.add_argument("--scheduler", default="continuous", choices=SCHEDULERS,
+                      help="continuous: base-model requests join a running decode batch and "
+                           "leave it when done; window: requests arriving within "
+                           "--batch_window_ms decode together until the longest is done")
+  parser.add_argument("--continuous_context", type=int, default=1024,
+                      help="prompt + new tokens a continuous slot holds; longer requests and "
+                           "adapter requests take the window")
   parser.add_argument("--batch_window_ms", type=float, default=20.0)
   parser.add_argument("--max_batch", type=int, default=32)
   parser.add_argument("--seed", type=int, default=None,
@@ -666,7 +714,8 @@ def main(argv=None) -> int:
                        max_batch=args.max_batch, delay_ms=args.delay_ms,
                        fail_status=args.fail_status, fail_count=args.fail_count, api_key=api_key,
                        seed=args.seed, max_queue=args.max_queue, max_inflight=args.max_inflight,
-                       adapter_root=args.adapter_root or None)
+                       adapter_root=args.adapter_root or None, scheduler=args.scheduler,
+                       continuous_context=args.continuous_context)
   for item in args.lora:
     name, eq, path = item.partition("=")
     if not eq:

@@ -60,8 +60,9 @@ class ServedModel:
       def log_message(self, fmt, *args):    # thousands of optimizer calls: not one INFO line each
         logging.debug("%s %s", self.address_string(), fmt % args)
 
+    # The window scheduler: the peers' recorded runs (docs/results) were served by it.
     server = serve.Server(llm, model, "127.0.0.1", 0, batch_window_ms=batch_window_ms,
-                          max_batch=max_batch, seed=seed)
+                          max_batch=max_batch, seed=seed, scheduler="window")
     server.RequestHandlerClass = QuietHandler
     return cls(server.start().url, model, server=server, **kw)
 

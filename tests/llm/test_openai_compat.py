@@ -29,7 +29,8 @@ def test_chat_and_completion_match_the_local_model(server, make_client, tiny_llm
   assert client.usage.as_dict()["completion_tokens"] == 8
 
 
-def test_parallel_requests_come_back_in_order_and_batched(server, make_client, tiny_llm):
+def test_parallel_requests_come_back_in_order_and_batched(make_server, make_client, tiny_llm):
+  server = make_server(scheduler="window")
   client = make_client(server, max_concurrency=16, cache=False)
   prompts = [f"question {i}" for i in range(16)]
   out = client.generate(prompts, P)

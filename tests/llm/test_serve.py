@@ -94,7 +94,8 @@ def test_cli_subprocess_serves(tmp_path):
     client = OpenAICompatLLM("tiny-llama", url, cache=tmp_path / "c.sqlite")
     (g,) = client.generate([[{"role": "user", "content": "Hi"}]], SamplingParams(max_new_tokens=4))
     assert g.num_tokens == 4 and g.prompt_tokens > 0
-    assert call(url + "/stats")[1]["batches"] == 1
+    stats = call(url + "/stats")[1]                 # the CLI's default: continuous batching
+    assert (stats["continuous_completed"], stats["batches"], stats["generated"]) == (1, 0, 1)
   finally:
     watchdog.cancel()
     proc.terminate()
@@ -102,7 +103,7 @@ def test_cli_subprocess_serves(tmp_path):
 
 
 def test_a_seeded_request_gets_the_same_text_alone_or_batched(make_server, tiny_llm):
-  server = make_server(batch_window_ms=300)
+  server = make_server(batch_window_ms=300, scheduler="window")
   body = lambda text, seed, n=1: {
       "model": "tiny-llama", "messages": [{"role": "user", "content": text}], "max_tokens": 6,
       "temperature": 1.0, "seed": seed, "n": n}
@@ -166,3 +167,49 @@ def test_the_seen_request_memo_is_bounded(make_server):
   assert len(server._seen_requests) == 3 and len(set(seeds)) == 10
   again = server.seed_of(None, "request 9")                  # remembered: its second sample
   assert again != seeds[9]
+
+
+def test_continuous_batching_returns_short_answers_while_a_long_one_runs(tiny_llm):
+  from optimas_jax.llm import local
+  from optimas_jax.models import registry
+  # A fresh local model: its continuous decoder's counters are this test's alone.
+  llm = local.LocalLLM(registry.load_backbone("tiny-llama"), max_batch=4, max_context=4096)
+  server = serve.Server(llm, "tiny-llama", "127.0.0.1", 0, batch_window_ms=5,
+                        continuous_context=128).start()
+  body = lambda text, tokens, seed=None: {
+      "model": "tiny-llama", "messages": [{"role": "user", "content": text}],
+      "max_tokens": tokens, "temperature": 1.0 if seed is not None else 0.0, "seed": seed}
+  text_of = lambda reply: reply[1]["choices"][0]["message"]["content"]
+  done = {}
+  try:
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+      def ask(name, b):
+        reply = call(server.url + "/chat/completions", b)
+        done[name] = len(done)
+        return reply
+      long = pool.submit(ask, "long", body("tell a long story", 80))
+      while llm.continuous_stats().get("calls", 0) < 3:   # the long answer is decoding
+        threading.Event().wait(0.01)
+      shorts = [pool.submit(ask, f"short{i}", body(f"roll the dice {i}", 6, seed=5 + i))
+                for i in range(3)]
+      short_texts = [text_of(f.result()) for f in shorts]
+      long_reply = long.result()
+    # The short answers joined the running batch and came back before the long one.
+    assert done["long"] == 3 and long_reply[0] == 200
+    assert long_reply[1]["usage"]["completion_tokens"] == 80
+    assert long_reply[1]["choices"][0]["finish_reason"] == "length"
+    stats = server.stats()
+    assert stats["continuous_max_active"] >= 2 and stats["continuous_completed"] == 4
+    assert stats["batches"] == 0 and stats["generated"] == 4
+    # Each answer is the one the model gives that request alone with the same key.
+    params = SamplingParams(temperature=1.0, max_new_tokens=6)
+    for i, text in enumerate(short_texts):
+      (alone,) = tiny_llm.generate([[{"role": "user", "content": f"roll the dice {i}"}]],
+                                   params, jnp.stack([jax.random.key(5 + i)]))
+      assert text == alone.text
+    # A request longer than a slot (128 columns) takes the window.
+    status, reply = call(server.url + "/chat/completions", body("hi", 150))
+    assert status == 200 and server.stats()["batches"] == 1
+  finally:
+    server.close()
+    llm.continuous_decoder(128).close()

@@ -36,7 +36,7 @@ def server(tiny_llm):
   """One loopback server over tiny-llama for the session (batches up to 16 requests)."""
   from optimas_jax.llm import serve
   s = serve.Server(tiny_llm, "tiny-llama", "127.0.0.1", 0, batch_window_ms=50,
-                   max_batch=16).start()
+                   max_batch=16, scheduler="window").start()   # as ServedModel.start
   yield s
   s.close()
 
