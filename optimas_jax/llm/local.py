@@ -75,7 +75,7 @@ class LocalLLM(LLM):
     prompt and new tokens do not fit a slot (use ``generate``)."""
     decoder = self.continuous_decoder(context)
     prompt = self.tokenizer.encode(self.render(request), add_special_tokens=False)
-    if len(prompt) + params.max_new_tokens > decoder.context:
+    if len(prompt) > decoder.room(params.max_new_tokens):
       return None
     inner = decoder.submit(prompt, max_new_tokens=params.max_new_tokens,
                            stop_ids=self._stop_ids(params.stop), temperature=params.temperature,

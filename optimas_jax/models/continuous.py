@@ -7,18 +7,18 @@ row's slot goes to the next waiting request (prefilled alone, its keys and
 values copied into the slot), so a short answer returns as soon as it is
 done and a new request starts within ``steps_per_call`` decode steps.
 
-Cache layout: a ring of ``context`` columns. Decode step g writes every
-slot's new key and value at column g mod context (one index for the whole
-batch, as in the Generator); a request admitted at step g0 holds its
-left-padded prompt in the columns of steps g0 - L .. g0 - 1. A query sees
-the columns written since its own request's first prompt token. Keys carry
-their rotary position, so the ring's order does not matter to attention.
+Cache layout: slot b holds its request's prompt from column 0 and each new
+token right after it, so row b writes at its own column (its length) and
+sees the columns before it. A call attends over the first W columns only,
+W the power of two (>= 64) that holds the longest active row plus the
+call's steps: decoding costs what the rows hold, not the slot's capacity.
 
 A request samples as in the Generator: token i with ``fold_in(key, i)``,
 its own temperature and top-p, so its tokens are the Generator's for the
 same prompt and key (log-probs equal to float rounding). A call runs the
 smallest power-of-two prefix of the slots that holds every active request
 (a free slot is the lowest one), so a lone request does not pay for 32.
+One compiled decode per (slot prefix, W), one prefill per prompt bucket.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from optimas_jax.models.generate import (Completion, bucket_batch, bucket_length
                                          top_p_filter)
 from optimas_jax.models.tokenizer import pad_ids
 
-_REBASE = 1 << 30     # the step counter is moved back by a multiple of the ring past this
+MIN_SPAN = 64         # the shortest attention span a decode call compiles
 
 
 def sample_rows(logits, keys, temperature, top_p):
@@ -57,61 +57,65 @@ def sample_rows(logits, keys, temperature, top_p):
       jnp.any(truncate),
       lambda s: jnp.where(truncate[:, None], top_p_filter(s, top_p[:, None]), s),
       lambda s: s, scaled)
-  drawn = jax.vmap(jax.random.categorical)(keys, filtered).astype(jnp.int32)
+  # All-greedy batches skip the draw (a Gumbel sample over the vocabulary per row).
+  drawn = jax.lax.cond(
+      jnp.all(greedy), lambda: jnp.zeros(logits.shape[:1], jnp.int32),
+      lambda: jax.vmap(jax.random.categorical)(keys, filtered).astype(jnp.int32))
   token = jnp.where(greedy, jnp.argmax(logits, axis=-1).astype(jnp.int32), drawn)
   logp = jax.nn.log_softmax(scaled, axis=-1)
   return token, jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
 
 
-def _prefill(module, params, ids, mask, key_data, temperature, top_p):
-  """One request's left-padded prompt (1, L): its first token, log-prob and (1, L) cache."""
+def _prefill(module, params, ids, mask, last, key_data, temperature, top_p):
+  """One request's right-padded prompt (1, L): its first token, log-prob and (1, L) cache.
+
+  ``last`` is the index of the prompt's last real token (its logits start the decode).
+  """
   length = ids.shape[1]
   cache = llama.init_cache(module.config, 1, length)
   causal = jnp.tril(jnp.ones((length, length), bool))
   visible = mask.astype(bool)[:, None, :] & causal[None]
-  hidden, cache = module.apply(params, ids, llama.positions_from_mask(mask), visible, cache, 0,
+  hidden, cache = module.apply(params, ids, jnp.arange(length)[None], visible, cache, 0,
                                method=module.forward_cached)
-  logits = module.apply(params, hidden[:, -1], method=module.project)
+  logits = module.apply(params, hidden[:, last], method=module.project)
   key = jax.random.fold_in(jax.random.wrap_key_data(key_data), 0)
   token, logp = sample_rows(logits, key[None], temperature[None], top_p[None])
   return token[0], logp[0], cache
 
 
-def _insert(cache, row_cache, slot, start):
-  """``row_cache`` (1, L) written into ``slot`` at ring columns start .. start + L - 1."""
-  def put(ring, row):
-    cols = (start + jnp.arange(row.shape[1])) % ring.shape[1]
-    return ring.at[slot, cols].set(row[0].astype(ring.dtype))
-  return jax.tree.map(put, cache, row_cache)
+def _insert(cache, row_cache, slot):
+  """``row_cache`` (1, L) written into ``slot`` from column 0."""
+  return jax.tree.map(
+      lambda c, r: jax.lax.dynamic_update_slice(c, r.astype(c.dtype), (slot, 0, 0, 0)),
+      cache, row_cache)
 
 
-def _decode(module, steps, width, params, cache, last, step, first, index, key_data,
+def _decode(module, steps, width, span, params, cache, last, length, index, key_data,
             temperature, top_p):
-  """``steps`` decode steps of slots [0, width): (steps, width) tokens, log-probs, cache.
+  """``steps`` decode steps of slots [0, width) over columns [0, span).
 
-  ``step`` is the ring clock of the first of them; ``first`` (width,) the
-  clock of each slot's first prompt token; ``index`` (width,) the index of
-  the token each slot samples first (its key is folded with it).
+  ``length`` (width,): the tokens each slot holds (where it writes next);
+  ``index`` (width,): the index of the token each slot samples first (its
+  key is folded with it). Returns (steps, width) tokens, log-probs, and the cache.
   """
-  context = cache[0][0].shape[1]
-  cols = jnp.arange(context)
-  part = jax.tree.map(lambda c: c[:width], cache)
+  cols = jnp.arange(span)
+  part = jax.tree.map(lambda c: c[:width, :span], cache)
   keys = jax.random.wrap_key_data(key_data)
 
   def one(carry, j):
     part, last = carry
-    now = step + j
-    written = now - (now - cols) % context       # the clock at which each column was written
-    visible = (written[None, :] >= first[:, None])[:, None, :]
-    hidden, part = module.apply(params, last[:, None], (now - first)[:, None], visible, part,
-                                now % context, method=module.forward_cached)
+    at = length + j
+    visible = (cols[None, :] <= at[:, None])[:, None, :]
+    hidden, part = module.apply(params, last[:, None], at[:, None], visible, part, at,
+                                method=module.forward_cached)
     logits = module.apply(params, hidden[:, 0], method=module.project)
     row_keys = jax.vmap(jax.random.fold_in)(keys, index + j)
     token, logp = sample_rows(logits, row_keys, temperature, top_p)
     return (part, token), (token, logp)
 
   (part, _), (tokens, logps) = jax.lax.scan(one, (part, last), jnp.arange(steps))
-  cache = jax.tree.map(lambda c, p: c.at[:width].set(p), cache, part)
+  cache = jax.tree.map(lambda c, p: jax.lax.dynamic_update_slice(c, p, (0, 0, 0, 0)),
+                       cache, part)
   return tokens, logps, cache
 
 
@@ -132,9 +136,9 @@ class _Request:
 class ContinuousDecoder:
   """Decodes submitted requests in a running batch of ``slots`` rows (a thread of its own).
 
-  ``context``: ring columns per slot; a request's bucketed prompt plus its
-  new tokens must fit (prompts longer than the room keep their end, as in
-  the Generator). ``fits`` says whether a request can run here at all.
+  ``context``: columns per slot; a request's prompt, its new tokens and one
+  call's steps must fit (prompts longer than the room keep their end, as in
+  the Generator). ``room(max_new_tokens)`` is the prompt room of a request.
   """
 
   def __init__(self, module: llama.LlamaDecoder, params, pad_id: int, *, slots: int = 32,
@@ -160,17 +164,16 @@ class ContinuousDecoder:
       decode = chex.assert_max_traces(decode, n=max_traces)
     self._prefill = jax.jit(prefill)
     self._insert = jax.jit(_insert, donate_argnums=0)
-    self._decode = jax.jit(decode, static_argnums=(0, 1), donate_argnums=3)
+    self._decode = jax.jit(decode, static_argnums=(0, 1, 2), donate_argnums=4)
     self._cache = llama.init_cache(module.config, slots, context)
     key_shape = jax.random.key_data(jax.random.key(0)).shape
     self._key_data = np.zeros((slots,) + key_shape, np.uint32)
     self._last = np.zeros(slots, np.int32)
-    self._first = np.zeros(slots, np.int32)
+    self._length = np.zeros(slots, np.int32)
     self._index = np.zeros(slots, np.int32)
     self._temperature = np.zeros(slots, np.float32)
     self._top_p = np.ones(slots, np.float32)
     self._rows: list[_Request | None] = [None] * slots
-    self._clock = context
     self._pending: collections.deque = collections.deque()
     self._cv = threading.Condition()
     self._closed = False
@@ -180,22 +183,22 @@ class ContinuousDecoder:
 
   # -- the client side ----------------------------------------------------------
 
-  def fits(self, max_new_tokens: int) -> bool:
-    """Whether a request with ``max_new_tokens`` leaves room for a prompt in a slot."""
-    return 1 <= max_new_tokens < self.context
+  def room(self, max_new_tokens: int) -> int:
+    """Prompt tokens a request with ``max_new_tokens`` may keep (< 1: it cannot run here)."""
+    return self.context - max_new_tokens - self.steps_per_call
 
   def submit(self, prompt: Sequence[int], *, max_new_tokens: int, stop_ids: Sequence[int] = (),
              temperature: float = 0.0, top_p: float = 1.0, key=None
              ) -> concurrent.futures.Future:
     """A future of the request's ``Completion``; ``key`` (a typed PRNG key) when sampling."""
-    if not self.fits(max_new_tokens):
-      raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room in a {self.context}-"
-                       "column slot; use the Generator or a larger context")
+    if max_new_tokens < 1 or self.room(max_new_tokens) < 1:
+      raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a "
+                       f"{self.context}-column slot; use the Generator or a larger context")
     if temperature < 0 or not 0 < top_p <= 1:
       raise ValueError(f"temperature={temperature} (need >= 0), top_p={top_p} (need (0, 1])")
     if temperature > 0 and key is None:
       raise ValueError("sampling (temperature > 0) needs an explicit key")
-    room = self.context - max_new_tokens
+    room = self.room(max_new_tokens)
     prompt = list(prompt)
     kept = prompt[len(prompt) - min(len(prompt), room):] or [self.pad_id]
     key = key if key is not None else jax.random.key(0)
@@ -251,40 +254,36 @@ class ContinuousDecoder:
         if not self._pending:
           return
         request = self._pending.popleft()
-      room = self.context - request.max_new_tokens
-      length = min(bucket_length(len(request.prompt), self.prompt_multiple), room)
-      ids, mask = pad_ids([request.prompt], self.pad_id, length=length, side="left")
+      length = min(bucket_length(len(request.prompt), self.prompt_multiple),
+                   self.context)
+      ids, mask = pad_ids([request.prompt], self.pad_id, length=length, side="right")
       token, logp, row_cache = self._prefill(
-          self.params, ids, mask, request.key_data, np.float32(request.temperature),
-          np.float32(request.top_p))
+          self.params, ids, mask, np.int32(len(request.prompt) - 1), request.key_data,
+          np.float32(request.temperature), np.float32(request.top_p))
       self.stats["admitted"] += 1
       if self._take(request, [int(token)], [float(logp)]):
         continue                              # done at its first token: the slot stays free
-      self._cache = self._insert(self._cache, row_cache, slot,
-                                 np.int32((self._clock - length) % self.context))
+      self._cache = self._insert(self._cache, row_cache, np.int32(slot))
       self._rows[slot] = request
       self._last[slot] = request.tokens[-1]
-      self._first[slot] = self._clock - len(request.prompt)
+      self._length[slot] = len(request.prompt)
       self._index[slot] = 1
       self._key_data[slot] = request.key_data
       self._temperature[slot], self._top_p[slot] = request.temperature, request.top_p
 
   def _advance(self) -> None:
     """One compiled call of ``steps_per_call`` steps over the occupied slot prefix."""
-    if self._clock > _REBASE:                 # columns depend on the clock mod the ring only
-      shift = (self._clock // self.context - 1) * self.context
-      self._clock -= shift
-      self._first -= shift
     occupied = [i for i, r in enumerate(self._rows) if r is not None]
     width = bucket_batch(occupied[-1] + 1)
-    free = [self._rows[i] is None for i in range(width)]
-    first = np.where(free, self._clock, self._first[:width]).astype(np.int32)
+    free = np.array([self._rows[i] is None for i in range(width)])
+    length = np.where(free, 0, self._length[:width]).astype(np.int32)
+    span = min(max(MIN_SPAN, bucket_batch(int(length.max()) + self.steps_per_call)),
+               self.context)
     tokens, logps, self._cache = self._decode(
-        self.steps_per_call, width, self.params, self._cache, self._last[:width],
-        np.int32(self._clock), first, self._index[:width], self._key_data[:width],
-        self._temperature[:width], self._top_p[:width])
+        self.steps_per_call, width, span, self.params, self._cache, self._last[:width],
+        length, self._index[:width], self._key_data[:width], self._temperature[:width],
+        self._top_p[:width])
     tokens, logps = np.asarray(tokens), np.asarray(logps)
-    self._clock += self.steps_per_call
     self.stats["calls"] += 1
     self.stats["steps"] += self.steps_per_call
     self.stats["max_active"] = max(self.stats["max_active"], len(occupied))
@@ -294,6 +293,7 @@ class ContinuousDecoder:
         self._rows[slot] = None
       else:
         self._last[slot] = tokens[-1, slot]
+        self._length[slot] += self.steps_per_call
         self._index[slot] += self.steps_per_call
 
   def _take(self, request: _Request, tokens: list[int], logps: list[float]) -> bool:

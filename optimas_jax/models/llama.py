@@ -123,8 +123,8 @@ class LlamaLayer(nn.Module):
 
     Without ``cache`` the keys are this call's tokens (S = L). With ``cache``
     = (k, v), each (B, S, kv_heads, D), this call's keys are written at slot
-    ``cache_index`` and attention runs over the whole cache; returns the new
-    cache too.
+    ``cache_index`` (a scalar, or one slot per row: (B,)) and attention runs
+    over the whole cache; returns the new cache too.
     """
     cfg = self.config
     batch, length, _ = x.shape
@@ -141,9 +141,15 @@ class LlamaLayer(nn.Module):
     new_cache = None
     if cache is not None:
       ck, cv = cache
-      start = (0, cache_index, 0, 0)
-      k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), start)
-      v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), start)
+      if jnp.ndim(cache_index) == 0:     # every row writes at the same slot
+        start = (0, cache_index, 0, 0)
+        k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), start)
+        v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), start)
+      else:                              # row b writes at its own slot cache_index[b]
+        rows = jnp.arange(batch)[:, None]
+        cols = cache_index[:, None] + jnp.arange(length)[None, :]
+        k = ck.at[rows, cols].set(k.astype(ck.dtype))
+        v = cv.at[rows, cols].set(v.astype(cv.dtype))
       new_cache = (k, v)
     # GQA: group the query heads that share one kv head instead of repeating kv.
     q = q.reshape(batch, length, nkv, nq // nkv, d)
