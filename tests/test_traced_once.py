@@ -81,10 +81,15 @@ def test_a_trainer_in_a_new_process_steps_from_the_saved_trace(tmp_path, monkeyp
            "mc": rng.normal(size=(1, 2, 3)).astype(np.float32),
            "valid": np.ones((1, 2, 3), bool)}
 
-  def one_step():
+  def one_step(precompile=False):
     t = train_lib.Trainer(build_lrf(backbone, 1, cfg), cfg, 1, 10)
     state = t.init_state(jax.random.PRNGKey(0), backbone.params)
-    state, metrics = t.step_fn(state, jax.tree.map(jnp.asarray, batch), jax.random.PRNGKey(0))
+    step_batch = jax.tree.map(jnp.asarray, batch)
+    if precompile:                          # the program ready, the state untouched
+      t.precompile(state, step_batch, jax.random.PRNGKey(0))
+      assert not any(x.is_deleted() for x in jax.tree.leaves(state))
+    state, metrics = t.step_fn(state, step_batch, jax.random.PRNGKey(0))
+    assert t.jitted_step.programs() == 1
     return jax.device_get((state.trainable, metrics))
 
   first = one_step()
@@ -92,7 +97,7 @@ def test_a_trainer_in_a_new_process_steps_from_the_saved_trace(tmp_path, monkeyp
   real = train_lib.train_step
   monkeypatch.setattr(train_lib, "train_step",
                       lambda *a, **k: traces.append(1) or real(*a, **k))
-  second = one_step()
+  second = one_step(precompile=True)
   assert traces == [] and len(list(tmp_path.glob("lrf_train_step-*.bin"))) == 1
   jax.tree.map(np.testing.assert_array_equal, second, first)
 
@@ -120,3 +125,25 @@ def test_abstract_shapes_are_kept_and_read_back(tmp_path, monkeypatch):
   assert len(traces) == 2 and again == first
   assert again["w"] == jax.ShapeDtypeStruct((4, 3), jnp.bfloat16)
   assert other["w"].shape == (5, 3)
+
+
+@pytest.mark.parametrize("kept_on_disk", [True, False])
+def test_precompile_readies_the_program_without_running_it(tmp_path, monkeypatch, kept_on_disk):
+  if not kept_on_disk:                     # no compilation cache folder: the plain jit
+    monkeypatch.setattr(exported, "_folder", lambda: None)
+  traces, compiles = [], []
+  jax.monitoring.register_event_duration_secs_listener(
+      lambda event, s, **_: compiles.append(1)
+      if event == "/jax/core/compile/backend_compile_duration" else None)
+  state = {"a": jnp.arange(4.0)}
+  x, scale = jnp.ones(3), jnp.float32(3.0)
+  step = TracedOnce(_counted(traces), "toy", "pre", donate_argnums=(0,),
+                    folder=tmp_path if kept_on_disk else None)
+  step.precompile(state, x, scale)
+  assert not state["a"].is_deleted()        # not run: the donated argument is intact
+  assert step.programs() == 1 and len(traces) == 1
+  before = len(compiles)
+  out, _ = step(state, x, scale)
+  assert len(compiles) == before and len(traces) == 1   # the first call compiles nothing
+  np.testing.assert_array_equal(out["a"], np.arange(4.0) * 3 + 3)
+  assert state["a"].is_deleted()

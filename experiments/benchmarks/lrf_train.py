@@ -187,7 +187,6 @@ def make_spec(args, comparison, seed, train, held, backbone):
 def run_jax(spec: dict) -> dict:
   # pylint: disable=import-outside-toplevel
   import jax
-  import jax.numpy as jnp
   import numpy as np
   from optimas_jax.lrf.buckets import plan_epoch
   from optimas_jax.lrf.config import default_lrf_config
@@ -231,18 +230,15 @@ def run_jax(spec: dict) -> dict:
     rec.part("cache_fill")
     with clock.paused():                     # held-out features: untimed
       trainer.prepare(held, state.frozen)
-  # Compile each step shape before the clock runs: one warm-up step on a
-  # throwaway copy of the state (the step donates its state), then freed.
+  # Every step shape's program ready before the clock runs (read or traced,
+  # compiled or loaded from the cache), without running a step.
   warm = set()
   for length, idxs in steps:
     if length not in warm:
-      scratch = jax.tree.map(jnp.copy, state)
-      scratch, metrics = trainer.step_fn(scratch, trainer.batch(train, idxs, length), rng)
-      jax.block_until_ready(metrics["loss"])
-      del scratch, metrics
+      trainer.precompile(state, trainer.batch(train, idxs, length), rng)
       warm.add(length)
   rec.part("compile")
-  rec.warmup_steps = len(warm)
+  rec.setup_parts["step_shapes"] = len(warm)
   eval_plan = plan_epoch(held, cfg.buckets, cfg.groups_per_batch, s["seed"], 0,
                          shuffle=False)
 
@@ -373,9 +369,9 @@ def main():
                 "its own process, interleaved (A B A B ...); the load average before and "
                 "after every run; a run above cores + 0.5 is marked loaded, and a result "
                 "with any loaded run is not quotable",
-      clocks=("setup_s: model load + init + cache fill + compile (JAX: one "
-              "warm-up step per step shape on a throwaway state, its execution "
-              "taken out at the median step time); "
+      clocks=("setup_s: model load + init + cache fill + compile (JAX: each step "
+              "shape's program made ready ahead of the first step, Trainer.precompile: "
+              "traced or read, compiled or loaded; no step is run); "
               "train_s: training steps only; every held-out evaluation (and the "
               "held-out cache fill) is left out of both; seconds_to_target "
               "counts setup + training up to the first eval at >= target"),

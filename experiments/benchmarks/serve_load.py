@@ -108,11 +108,11 @@ def run_side(args) -> dict:
   # pylint: enable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   enable_compilation_cache()
-  compiles = []                                # (seconds) of every program compiled or loaded
+  compiles = []                          # (name, seconds) of every program compiled or loaded
 
-  def on_event(event, seconds, **_):
+  def on_event(event, seconds, fun_name="?", **_):
     if event == "/jax/core/compile/backend_compile_duration":
-      compiles.append(seconds)
+      compiles.append((fun_name, round(seconds, 3)))
 
   jax.monitoring.register_event_duration_secs_listener(on_event)
   t0 = time.perf_counter()
@@ -130,7 +130,8 @@ def run_side(args) -> dict:
     del compiles[:]
     timed = play(server.url, requests)
     timed.update(programs_compiled_or_loaded=len(compiles),
-                 compile_or_load_s=round(sum(compiles), 2))
+                 compile_or_load_s=round(sum(t for _, t in compiles), 2),
+                 programs=list(compiles))
     stats = server.stats()
   finally:
     server.close()

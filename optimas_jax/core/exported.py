@@ -99,19 +99,29 @@ class TracedOnce:
 
   def __call__(self, *args):
     leaves, treedef = jax.tree.flatten(args)
+    return self._call_for(args, leaves, treedef)(args, leaves)
+
+  def precompile(self, *args) -> None:
+    """Gets the program for these arguments' signature ready (traced or read, compiled
+    or loaded) without running it: a warm-up that needs no throwaway copy of donated
+    arguments."""
+    leaves, treedef = jax.tree.flatten(args)
+    self._call_for(args, leaves, treedef)
+
+  def _call_for(self, args, leaves, treedef) -> Callable:
     signature = (treedef, tuple((x.shape, x.dtype, getattr(x, "sharding", None))
                                 for x in leaves))
     call = self._calls.get(signature)
     if call is None:
       call = self._calls[signature] = self._build(args, leaves, treedef)
-    return call(args, leaves)
+    return call
 
   # -- building -------------------------------------------------------------
 
   def _build(self, args, leaves, treedef) -> Callable:
     folder = pathlib.Path(self.folder) if self.folder and _can_serialize() else _folder()
     if folder is None:
-      return lambda args, leaves: self._jit(*args)
+      return self._plain(args)
     path = folder / f"{self.name}-{self._key(leaves, treedef)}.bin"
     exported = out_tree = None
     if path.exists():
@@ -128,11 +138,17 @@ class TracedOnce:
         # A program jax.export cannot hold (say, a host callback): the plain jit.
         logging.warning("%s: not kept on disk (%s: %s); traced per process", self.name,
                         type(e).__name__, e)
-        return lambda args, leaves: self._jit(*args)
+        return self._plain(args)
     donated = [i for i, n in enumerate(self._leaf_owner(args)) if n in self.donate_argnums]
     call = jax.jit(exported.call, in_shardings=self._flat_in_shardings(args),
                    donate_argnums=tuple(donated), compiler_options=self.compiler_options)
-    return lambda args, leaves: jax.tree.unflatten(out_tree, call(*leaves))
+    compiled = call.lower(*leaves).compile()
+    return lambda args, leaves: jax.tree.unflatten(out_tree, compiled(*leaves))
+
+  def _plain(self, args) -> Callable:
+    """The plain jit's program for this signature, compiled ahead of its first call."""
+    compiled = self._jit.lower(*args).compile()
+    return lambda args, leaves: compiled(*args)
 
   def _flat_in_shardings(self, args):
     """One sharding per flat leaf, from the `in_shardings` prefix (None: unspecified)."""
