@@ -100,8 +100,9 @@ def enable_compilation_cache() -> None:
                         os.path.expanduser("~/.cache/optimas_jax/xla"))
   if path:
     jax.config.update("jax_compilation_cache_dir", path)
-    # Small programs too (a jitted init compiles in ~0.15 s): warm set-up is their sum.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    # Every program, however small: loading one beats compiling it (~16 ms each for the
+    # LRF init's dozen small programs; warm set-up is their sum).
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 class QuietLibraries:
