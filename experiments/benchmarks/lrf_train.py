@@ -425,6 +425,10 @@ def main():
             t["seconds_to_target"], j["seconds_to_target"])
         out[f"{comparison}_speedup_train_time_to_{target_key}"] = _ratio(
             t["train_seconds_to_target"], j["train_seconds_to_target"])
+        # Repeat r of both sides ran seed + r: the per-seed ratios, paired.
+        out[f"{comparison}_paired_time_to_{target_key}_ratios"] = [
+            _ratio(tr["seconds_to_target"], jr["seconds_to_target"])
+            for jr, tr in zip(j["runs"], t["runs"])]
         out[f"{comparison}_never_reached_{target_key}"] = dict(
             jax=j["never_reached"], torch=t["never_reached"])
         if comparison == "full_finetune":   # the target: >= 1.5x

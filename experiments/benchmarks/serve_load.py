@@ -10,9 +10,10 @@ a mix of max_tokens (--max_tokens), to one server over SmolLM2-135M-Instruct
 (float32, CPU) run with --scheduler=continuous or --scheduler=window (20 ms
 window, up to 32 requests per decode). Each scheduler runs in its own
 process, --rounds times interleaved, with the load average before and after
-each; the schedule is played --warm_passes times untimed (compiling the
-shapes it needs) and then timed, counting the programs the timed pass still
-compiled or loaded. Reported: per-request latency (arrival to answer; median, p90,
+each; the schedule is played untimed until a pass needs no new compiled
+program (at most --warm_passes times; which shapes a pass needs depends on
+its timing) and then timed, counting the programs the timed pass still
+compiled or loaded and their seconds. Reported: per-request latency (arrival to answer; median, p90,
 mean), makespan (first arrival to last answer) and completion tokens/s over
 the makespan.
 """
@@ -48,7 +49,8 @@ def parse(argv=None):
   p.add_argument("--max_tokens", default="16,32,64,128", help="drawn per request")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--rounds", type=int, default=3)
-  p.add_argument("--warm_passes", type=int, default=2, help="untimed plays before the timed one")
+  p.add_argument("--warm_passes", type=int, default=6,
+                 help="untimed plays before the timed one, at most (until one compiles nothing)")
   p.add_argument("--threads", type=int, default=os.cpu_count())
   p.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
   return p.parse_args(argv)
@@ -122,11 +124,14 @@ def run_side(args) -> dict:
   warm = []
   try:
     requests = workload(args)
-    # Untimed passes compile the shapes the schedule needs (which ones depends on timing,
-    # so more than one); the timed pass reports the programs it still had to get.
+    # Untimed passes compile the shapes the schedule needs (which ones depends on timing):
+    # until a pass needs no new program (at most --warm_passes); the timed pass reports
+    # the programs it still had to get.
     for _ in range(args.warm_passes):
       del compiles[:]
       warm.append(dict(play(server.url, requests), programs_compiled_or_loaded=len(compiles)))
+      if not compiles:
+        break
     del compiles[:]
     timed = play(server.url, requests)
     timed.update(programs_compiled_or_loaded=len(compiles),
