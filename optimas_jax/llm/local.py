@@ -49,18 +49,22 @@ class LocalLLM(LLM):
     self._decoder: continuous_lib.ContinuousDecoder | None = None
     self._decoder_lock = threading.Lock()
 
-  def continuous_decoder(self, context: int = 1024) -> continuous_lib.ContinuousDecoder:
-    """The base model's continuous-batching decoder (made on first use, then kept:
-    its ring cache is allocated once). Its slots are the generator's ``max_batch``."""
+  def continuous_decoder(self, context: int = 1024,
+                         slots: int | None = None) -> continuous_lib.ContinuousDecoder:
+    """The base model's continuous-batching decoder, made on first use and then kept
+    (its KV cache of ``slots`` x ``context`` columns is allocated once). ``slots``
+    (default: the generator's ``max_batch``) is rounded up to a power of two."""
+    g = self.generator
+    context = min(context, g.max_context)
+    slots = gen_lib.bucket_batch(slots or g.max_batch)
     with self._decoder_lock:
       if self._decoder is None:
-        g = self.generator
         self._decoder = continuous_lib.ContinuousDecoder(
-            g.module, g.params, g.pad_id, slots=gen_lib.bucket_batch(g.max_batch),
-            context=min(context, g.max_context), prompt_multiple=g.prompt_multiple)
-      elif self._decoder.context != min(context, self.generator.max_context):
-        raise ValueError(f"the continuous decoder runs with context={self._decoder.context}; "
-                         f"asked for {context}")
+            g.module, g.params, g.pad_id, slots=slots, context=context,
+            prompt_multiple=g.prompt_multiple)
+      elif (self._decoder.context, self._decoder.slots) != (context, slots):
+        raise ValueError(f"the continuous decoder runs with context={self._decoder.context}, "
+                         f"slots={self._decoder.slots}; asked for {context}, {slots}")
       return self._decoder
 
   def continuous_stats(self) -> dict[str, int]:
@@ -69,11 +73,11 @@ class LocalLLM(LLM):
       return dict(self._decoder.stats) if self._decoder is not None else {}
 
   def submit(self, request: Request, params: SamplingParams = SamplingParams(), key=None, *,
-             context: int = 1024) -> concurrent.futures.Future | None:
-    """One request into the running batch of ``continuous_decoder(context)``: a future of
-    its ``Generation`` (the same as ``generate`` gives it with ``key``), or None when its
-    prompt and new tokens do not fit a slot (use ``generate``)."""
-    decoder = self.continuous_decoder(context)
+             context: int = 1024, slots: int | None = None) -> concurrent.futures.Future | None:
+    """One request into the running batch of ``continuous_decoder(context, slots)``: a
+    future of its ``Generation`` (the same as ``generate`` gives it with ``key``), or None
+    when its prompt and new tokens do not fit a slot (use ``generate``)."""
+    decoder = self.continuous_decoder(context, slots)
     prompt = self.tokenizer.encode(self.render(request), add_special_tokens=False)
     if len(prompt) > decoder.room(params.max_new_tokens):
       return None

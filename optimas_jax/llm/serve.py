@@ -178,7 +178,8 @@ class Batcher:
     if not self.continuous_context or job.adapter is not None:
       return None
     key = request_key(job.seed, job.choice) if job.params.temperature > 0 else None
-    return self.llm.submit(job.request, job.params, key, context=self.continuous_context)
+    return self.llm.submit(job.request, job.params, key, context=self.continuous_context,
+                           slots=self.max_batch)
 
   def continuous_stats(self) -> dict[str, int]:
     stats = self.llm.continuous_stats() if self.continuous_context else {}

@@ -23,9 +23,11 @@ One compiled decode per (slot prefix, W), one prefill per prompt bucket.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import concurrent.futures
 import dataclasses
+import queue
 import threading
 from typing import Sequence
 
@@ -165,6 +167,15 @@ class ContinuousDecoder:
     self._prefill = jax.jit(prefill)
     self._insert = jax.jit(_insert, donate_argnums=0)
     self._decode = jax.jit(decode, static_argnums=(0, 1, 2), donate_argnums=4)
+    # Decode programs by (width, span), compiled ahead of time on a thread of their own;
+    # a call whose program is not ready runs on a ready larger one (more free rows, more
+    # masked columns: the same tokens) instead of stalling every request for a compile.
+    self._programs: dict[tuple[int, int], concurrent.futures.Future] = {}
+    self._programs_lock = threading.Lock()
+    self._to_compile: queue.Queue = queue.Queue()
+    self._compiler_stopped = False
+    self._compiler = threading.Thread(target=self._compile_loop, name="continuous-compiler",
+                                      daemon=True)
     self._cache = llama.init_cache(module.config, slots, context)
     key_shape = jax.random.key_data(jax.random.key(0)).shape
     self._key_data = np.zeros((slots,) + key_shape, np.uint32)
@@ -179,6 +190,12 @@ class ContinuousDecoder:
     self._closed = False
     self.stats = collections.Counter()
     self._thread = threading.Thread(target=self._loop, name="continuous-decoder", daemon=True)
+    shaped = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+    self._shapes = (jax.tree.map(shaped, params), jax.tree.map(shaped, self._cache))
+    self._compiler.start()
+    # A compile still running when the interpreter exits aborts it: stop the compiler first.
+    atexit.register(self._stop_compiler)
+    self._want(slots, context)          # the widest program first: it covers every call
     self._thread.start()
 
   # -- the client side ----------------------------------------------------------
@@ -217,6 +234,60 @@ class ContinuousDecoder:
       self._closed = True
       self._cv.notify()
     self._thread.join(timeout=30)
+    self._stop_compiler()
+    atexit.unregister(self._stop_compiler)
+
+  def _stop_compiler(self) -> None:
+    """Queued programs are dropped; the one compiling finishes first."""
+    self._compiler_stopped = True
+    self._to_compile.put(None)
+    self._compiler.join(timeout=120)
+
+  # -- compiled programs ---------------------------------------------------------
+
+  def _program(self, width: int, span: int):
+    """(compiled decode, width, span) for a call over ``width`` slots and ``span``
+    columns: its own program when compiled, else the smallest ready one that covers
+    it while its own compiles, else (nothing covers it yet) its own, waited for."""
+    own = self._want(width, span)
+    with self._programs_lock:
+      ready = [k for k, f in self._programs.items()
+               if f.done() and f.exception() is None and k[0] >= width and k[1] >= span]
+    if own.done() or not ready:
+      return own.result(), width, span
+    w, s = min(ready, key=lambda k: k[0] * k[1])
+    self.stats["covered_calls"] += 1
+    return self._programs[(w, s)].result(), w, s
+
+  def _want(self, width: int, span: int) -> concurrent.futures.Future:
+    """The future of the (width, span) program, queued for compiling on first request."""
+    with self._programs_lock:
+      own = self._programs.get((width, span))
+      if own is None:
+        own = self._programs[(width, span)] = concurrent.futures.Future()
+        self._to_compile.put((width, span))
+      return own
+
+  def _compile_loop(self) -> None:
+    while True:
+      key = self._to_compile.get()
+      if key is None or self._compiler_stopped:
+        return
+      future = self._programs[key]
+      try:
+        future.set_result(self._compile(*key))
+        self.stats["programs"] += 1
+      except Exception as e:  # pylint: disable=broad-except
+        future.set_exception(e)
+
+  def _compile(self, width: int, span: int):
+    """The decode program of (width, span), lowered from shapes and compiled."""
+    rows = lambda a: jax.ShapeDtypeStruct((width,) + a.shape[1:], a.dtype)
+    params, cache = self._shapes
+    return self._decode.lower(
+        self.steps_per_call, width, span, params, cache, rows(self._last), rows(self._length),
+        rows(self._index), rows(self._key_data), rows(self._temperature),
+        rows(self._top_p)).compile()
 
   # -- the decoder thread --------------------------------------------------------
 
@@ -279,9 +350,11 @@ class ContinuousDecoder:
     length = np.where(free, 0, self._length[:width]).astype(np.int32)
     span = min(max(MIN_SPAN, bucket_batch(int(length.max()) + self.steps_per_call)),
                self.context)
-    tokens, logps, self._cache = self._decode(
-        self.steps_per_call, width, span, self.params, self._cache, self._last[:width],
-        length, self._index[:width], self._key_data[:width], self._temperature[:width],
+    decode, width, span = self._program(width, span)
+    length = np.where(np.arange(width) < len(free), np.pad(length, (0, width - len(free))), 0)
+    tokens, logps, self._cache = decode(
+        self.params, self._cache, self._last[:width], length.astype(np.int32),
+        self._index[:width], self._key_data[:width], self._temperature[:width],
         self._top_p[:width])
     tokens, logps = np.asarray(tokens), np.asarray(logps)
     self.stats["calls"] += 1

@@ -174,7 +174,7 @@ def test_continuous_batching_returns_short_answers_while_a_long_one_runs(tiny_ll
   from optimas_jax.models import registry
   # A fresh local model: its continuous decoder's counters are this test's alone.
   llm = local.LocalLLM(registry.load_backbone("tiny-llama"), max_batch=4, max_context=4096)
-  server = serve.Server(llm, "tiny-llama", "127.0.0.1", 0, batch_window_ms=5,
+  server = serve.Server(llm, "tiny-llama", "127.0.0.1", 0, batch_window_ms=5, max_batch=4,
                         continuous_context=128).start()
   body = lambda text, tokens, seed=None: {
       "model": "tiny-llama", "messages": [{"role": "user", "content": text}],
@@ -212,4 +212,4 @@ def test_continuous_batching_returns_short_answers_while_a_long_one_runs(tiny_ll
     assert status == 200 and server.stats()["batches"] == 1
   finally:
     server.close()
-    llm.continuous_decoder(128).close()
+    llm.continuous_decoder(128, 4).close()

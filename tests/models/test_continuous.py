@@ -104,16 +104,18 @@ def test_bad_requests_are_refused_before_they_queue(decoder):
 
 
 def test_a_failing_call_fails_its_requests_and_the_decoder_goes_on(tiny, decoder):
-  real = decoder._decode
+  real = decoder._program
   calls = []
 
-  def broken(*args):
+  def broken(width, span):
     calls.append(1)
     if len(calls) == 1:
-      raise RuntimeError("device lost")
-    return real(*args)
+      def lost(*args):
+        raise RuntimeError("device lost")
+      return lost, width, span
+    return real(width, span)
 
-  decoder._decode = broken
+  decoder._program = broken
   first = decoder.submit([1, 2, 3], max_new_tokens=8)
   with pytest.raises(RuntimeError, match="device lost"):
     first.result(timeout=300)
@@ -154,5 +156,26 @@ def test_one_compiled_program_per_width_and_prompt_bucket(tiny):
       for f in futures:
         f.result(timeout=300)
     assert dec.stats["completed"] == 15
+  finally:
+    dec.close()
+
+
+def test_a_call_whose_program_is_compiling_runs_on_a_wider_ready_one(tiny, generator):
+  dec = continuous.ContinuousDecoder(*tiny, pad_id=0, slots=4, context=128,
+                                     prompt_multiple=16, steps_per_call=2)
+  try:
+    dec._programs[(4, 128)].result(timeout=300)       # the widest, compiled at start
+    gate, real = threading.Event(), dec._compile
+    dec._compile = lambda width, span: gate.wait(timeout=300) and real(width, span)
+    got = dec.submit([3, 1, 4, 1, 5], max_new_tokens=20).result(timeout=300)
+    # Its own (1, 64) program was held back: every call ran on the (4, 128) one.
+    assert dec.stats["covered_calls"] == dec.stats["calls"] > 0
+    assert got.tokens == generator.generate_ids([[3, 1, 4, 1, 5]], max_new_tokens=20)[0].tokens
+    gate.set()
+    dec._programs[(1, 64)].result(timeout=300)
+    calls, covered = dec.stats["calls"], dec.stats["covered_calls"]
+    dec.submit([3, 1, 4], max_new_tokens=9).result(timeout=300)
+    # Now compiled, the request's own program runs it.
+    assert dec.stats["calls"] > calls and dec.stats["covered_calls"] == covered
   finally:
     dec.close()
