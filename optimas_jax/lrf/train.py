@@ -311,24 +311,25 @@ class Trainer:
 
   def step_fn(self, state: TrainState, batch, rng, update_mask=None):
     """(state, metrics) after one step; `update_mask` None trains everything."""
-    if update_mask is None:
-      if self._full_mask is None:
-        self._full_mask = self.update_mask(state.trainable)
-      update_mask = self._full_mask
-    if self.jitted_step is None:
-      self._compile(state)
+    update_mask = self._ready(state, update_mask)
     return self.jitted_step(state, batch, rng, update_mask)
 
   def precompile(self, state: TrainState, batch, rng, update_mask=None) -> None:
     """The step program for this batch's shapes, ready before the first step (traced or
     read from disk, compiled or loaded), without running it or touching ``state``."""
+    update_mask = self._ready(state, update_mask)
+    self.jitted_step.precompile(state, batch, rng, update_mask)
+
+  def _ready(self, state: TrainState, update_mask):
+    """The step built (for the state's shardings, on first use) and the update mask to
+    pass it (None: train everything)."""
+    if self.jitted_step is None:
+      self._compile(state)
     if update_mask is None:
       if self._full_mask is None:
         self._full_mask = self.update_mask(state.trainable)
       update_mask = self._full_mask
-    if self.jitted_step is None:
-      self._compile(state)
-    self.jitted_step.precompile(state, batch, rng, update_mask)
+    return update_mask
 
   def fit(self, state: TrainState, groups: Sequence, epochs: int, plan_seed: int, *,
           start_step: int = 0, update_mask=None, rng=None,

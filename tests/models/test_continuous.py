@@ -4,20 +4,10 @@ import threading
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from optimas_jax.models import continuous, generate, llama
-
-
-@pytest.fixture(scope="module")
-def tiny():
-  cfg = llama.LlamaConfig.tiny()
-  module = llama.LlamaDecoder(cfg)
-  ids = jnp.zeros((1, 4), jnp.int32)
-  params = module.init(jax.random.PRNGKey(1), ids, jnp.ones_like(ids))
-  return module, params
+from optimas_jax.models import continuous, generate
 
 
 @pytest.fixture(scope="module")

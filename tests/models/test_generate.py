@@ -9,15 +9,6 @@ import pytest
 from optimas_jax.models import generate, llama
 
 
-@pytest.fixture(scope="module")
-def tiny():
-  cfg = llama.LlamaConfig.tiny()
-  module = llama.LlamaDecoder(cfg)
-  ids = jnp.zeros((1, 4), jnp.int32)
-  params = module.init(jax.random.PRNGKey(1), ids, jnp.ones_like(ids))
-  return module, params
-
-
 def _greedy_without_cache(module, params, prompt, n):
   """Reference: re-run the full forward pass for every new token.
 
