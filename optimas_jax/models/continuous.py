@@ -38,7 +38,7 @@ import numpy as np
 
 from optimas_jax.models import llama
 from optimas_jax.models.generate import (Completion, bucket_batch, bucket_length,
-                                         top_p_filter)
+                                         check_sampling, top_p_filter)
 from optimas_jax.models.tokenizer import pad_ids
 
 MIN_SPAN = 64         # the shortest attention span a decode call compiles
@@ -211,10 +211,7 @@ class ContinuousDecoder:
     if max_new_tokens < 1 or self.room(max_new_tokens) < 1:
       raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a "
                        f"{self.context}-column slot; use the Generator or a larger context")
-    if temperature < 0 or not 0 < top_p <= 1:
-      raise ValueError(f"temperature={temperature} (need >= 0), top_p={top_p} (need (0, 1])")
-    if temperature > 0 and key is None:
-      raise ValueError("sampling (temperature > 0) needs an explicit key")
+    check_sampling(temperature, top_p, key, "PRNG")
     room = self.room(max_new_tokens)
     prompt = list(prompt)
     kept = prompt[len(prompt) - min(len(prompt), room):] or [self.pad_id]

@@ -56,6 +56,14 @@ def bucket_length(n: int, multiple: int) -> int:
   return -(-max(n, 1) // multiple) * multiple
 
 
+def check_sampling(temperature: float, top_p: float, key, key_name: str) -> None:
+  """Refuses sampling settings outside their range, and sampling without a key."""
+  if temperature < 0 or not 0 < top_p <= 1:
+    raise ValueError(f"temperature={temperature} (need >= 0), top_p={top_p} (need (0, 1])")
+  if temperature > 0 and key is None:
+    raise ValueError(f"sampling (temperature > 0) needs an explicit {key_name} key")
+
+
 def top_p_filter(logits, top_p):
   """Keeps the smallest set of tokens whose probability mass reaches ``top_p``."""
   sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
@@ -247,10 +255,7 @@ class Generator:
     if max_new_tokens >= self.max_context:
       raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for the prompt in the "
                        f"{self.max_context}-token context")
-    if temperature < 0 or not 0 < top_p <= 1:
-      raise ValueError(f"temperature={temperature} (need >= 0), top_p={top_p} (need (0, 1])")
-    if temperature > 0 and rng is None:
-      raise ValueError("sampling (temperature > 0) needs an explicit rng key")
+    check_sampling(temperature, top_p, rng, "rng")
     rows = [list(p) for p in prompts]
     # Greedy ignores the keys; a fixed one keeps a single compiled program for both modes.
     keys = _typed_keys(rng if rng is not None else jax.random.key(0))

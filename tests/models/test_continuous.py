@@ -85,7 +85,7 @@ def test_long_prompts_keep_their_end(tiny, generator, decoder):
 def test_bad_requests_are_refused_before_they_queue(decoder):
   with pytest.raises(ValueError, match="max_new_tokens=61"):
     decoder.submit([1, 2], max_new_tokens=61)
-  with pytest.raises(ValueError, match="explicit key"):
+  with pytest.raises(ValueError, match="explicit PRNG key"):
     decoder.submit([1, 2], max_new_tokens=4, temperature=0.5)
   with pytest.raises(ValueError, match="top_p"):
     decoder.submit([1, 2], max_new_tokens=4, top_p=0.0)
