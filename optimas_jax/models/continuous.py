@@ -342,15 +342,13 @@ class ContinuousDecoder:
   def _advance(self) -> None:
     """One compiled call of ``steps_per_call`` steps over the occupied slot prefix."""
     occupied = [i for i, r in enumerate(self._rows) if r is not None]
-    width = bucket_batch(occupied[-1] + 1)
-    free = np.array([self._rows[i] is None for i in range(width)])
-    length = np.where(free, 0, self._length[:width]).astype(np.int32)
+    free = np.array([r is None for r in self._rows])
+    length = np.where(free, 0, self._length).astype(np.int32)   # a free slot writes at 0
     span = min(max(MIN_SPAN, bucket_batch(int(length.max()) + self.steps_per_call)),
                self.context)
-    decode, width, span = self._program(width, span)
-    length = np.where(np.arange(width) < len(free), np.pad(length, (0, width - len(free))), 0)
+    decode, width, span = self._program(bucket_batch(occupied[-1] + 1), span)
     tokens, logps, self._cache = decode(
-        self.params, self._cache, self._last[:width], length.astype(np.int32),
+        self.params, self._cache, self._last[:width], length[:width],
         self._index[:width], self._key_data[:width], self._temperature[:width],
         self._top_p[:width])
     tokens, logps = np.asarray(tokens), np.asarray(logps)
