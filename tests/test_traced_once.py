@@ -59,10 +59,68 @@ def test_an_unreadable_file_is_traced_again_and_replaced(tmp_path):
   TracedOnce(_counted(traces), "toy", "k", folder=tmp_path)(*args)
   (path,) = tmp_path.glob("toy-*.bin")
   path.write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00junk")
+  (executable,) = tmp_path.glob("toy-*.xla")
+  executable.unlink()                              # else the kept executable serves it
   out = TracedOnce(_counted(traces), "toy", "k", folder=tmp_path)(*args)
   assert len(traces) == 2 and float(out[1]["total"]) == 9.0
   TracedOnce(_counted(traces), "toy", "k", folder=tmp_path)(*args)
   assert len(traces) == 2                          # the rewritten file loads
+
+
+def _count_compiles(compiles):
+  jax.monitoring.register_event_duration_secs_listener(
+      lambda event, s, **_: compiles.append(1)
+      if event == "/jax/core/compile/backend_compile_duration" else None)
+
+
+def test_the_compiled_executable_is_kept_and_loaded_without_compiling(tmp_path):
+  traces, compiles = [], []
+  _count_compiles(compiles)
+  state = {"a": jnp.arange(4.0), "b": (jnp.ones((2, 3)),)}
+  x, scale = jnp.full((5,), 0.5), jnp.float32(2.0)
+  want = jax.jit(_counted([]))(state, x, scale)
+  TracedOnce(_counted(traces), "toy", "v1", donate_argnums=(0,), folder=tmp_path)(
+      jax.tree.map(jnp.copy, state), x, scale)
+  (executable,) = tmp_path.glob("toy-*.xla")
+  before = len(compiles)
+  again = TracedOnce(_counted(traces), "toy", "v1", donate_argnums=(0,), folder=tmp_path)
+  donated = jax.tree.map(jnp.copy, state)
+  out = again(donated, x, scale)
+  assert len(compiles) == before and len(traces) == 1     # loaded: nothing compiled
+  jax.tree.map(np.testing.assert_array_equal, out, want)
+  assert all(leaf.is_deleted() for leaf in jax.tree.leaves(donated))   # donation kept
+  # A truncated executable is compiled again (from the kept trace) and replaced.
+  executable.write_bytes(executable.read_bytes()[:100])
+  out = TracedOnce(_counted(traces), "toy", "v1", donate_argnums=(0,), folder=tmp_path)(
+      jax.tree.map(jnp.copy, state), x, scale)
+  assert len(compiles) == before + 1 and len(traces) == 1
+  jax.tree.map(np.testing.assert_array_equal, out, want)
+  TracedOnce(_counted(traces), "toy", "v1", folder=tmp_path, donate_argnums=(0,))(
+      jax.tree.map(jnp.copy, state), x, scale)
+  assert len(compiles) == before + 1                      # the rewritten one loads
+
+
+def test_an_executable_from_the_compilation_cache_is_not_kept(tmp_path):
+  # XLA:CPU cannot re-serialize an executable it loaded from the cache (its kernels
+  # are missing when it runs), so only a real compile is kept.
+  from jax._src import compilation_cache  # pylint: disable=import-outside-toplevel
+  kept = (jax.config.jax_compilation_cache_dir,
+          jax.config.jax_persistent_cache_min_compile_time_secs)
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path / "xla"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  compilation_cache.reset_cache()
+  try:
+    args = ({"a": jnp.arange(3.0) + 7}, jnp.ones(11), jnp.float32(5.0))
+    TracedOnce(_counted([]), "cached", "k", folder=tmp_path / "first")(*args)
+    assert len(list((tmp_path / "first").glob("*.xla"))) == 1
+    # Another folder: traced again, the same program, a compilation-cache hit.
+    out = TracedOnce(_counted([]), "cached", "k", folder=tmp_path / "second")(*args)
+    assert list((tmp_path / "second").glob("*.xla")) == []
+    np.testing.assert_array_equal(out[0]["a"], (np.arange(3.0) + 7) * 5 + 11)
+  finally:
+    jax.config.update("jax_compilation_cache_dir", kept[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", kept[1])
+    compilation_cache.reset_cache()
 
 
 def test_a_trainer_in_a_new_process_steps_from_the_saved_trace(tmp_path, monkeypatch):
@@ -132,9 +190,7 @@ def test_precompile_readies_the_program_without_running_it(tmp_path, monkeypatch
   if not kept_on_disk:                     # no compilation cache folder: the plain jit
     monkeypatch.setattr(exported, "_folder", lambda: None)
   traces, compiles = [], []
-  jax.monitoring.register_event_duration_secs_listener(
-      lambda event, s, **_: compiles.append(1)
-      if event == "/jax/core/compile/backend_compile_duration" else None)
+  _count_compiles(compiles)
   state = {"a": jnp.arange(4.0)}
   x, scale = jnp.ones(3), jnp.float32(3.0)
   step = TracedOnce(_counted(traces), "toy", "pre", donate_argnums=(0,),

@@ -196,3 +196,28 @@ def test_the_memory_estimate_names_the_fields_to_change_before_compiling(backbon
   assert t.jitted_step is None                                  # nothing compiled yet
   with pytest.raises(MemoryError, match=r"does not fit; raise config.lrf.fsdp.*groups_per_batch"):
     t.memory_estimate(state, limit=1 << 10)
+
+
+@pytest.mark.parametrize("kept_on_disk", [False, True])
+def test_the_initial_state_is_one_program_with_buffers_of_its_own(
+    backbone, groups, tmp_path, monkeypatch, kept_on_disk):
+  from optimas_jax.core import exported  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(exported, "_folder", lambda: tmp_path if kept_on_disk else None)
+  rng = jax.random.PRNGKey(3)
+  for trainable in ("full", "lora"):
+    t = Trainer(make_lrf(backbone, trainable=trainable), small_cfg(trainable=trainable), 2, 10)
+    state = t.init_state(rng, backbone.params)
+    # The op-by-op init's values (LoRA's A within a rounding: one fused scale).
+    want = train_lib.init_state(t.lrf, t.tx, rng, backbone.params)
+    chex.assert_trees_all_equal_structs(state, want)
+    chex.assert_trees_all_close(jax.device_get(state), jax.device_get(want), rtol=1e-6,
+                                atol=0)
+    chex.assert_trees_all_equal(jax.device_get(state.frozen), jax.device_get(want.frozen))
+    registry = {x.unsafe_buffer_pointer() for x in jax.tree.leaves(backbone.params)}
+    assert not registry & {x.unsafe_buffer_pointer() for x in jax.tree.leaves(state)}
+    if trainable == "full":      # the step donates the state: the registry's arrays stay
+      length, idxs = plan_epoch(groups[0], (32, 64), 4, 0, 0)[0]
+      state, _ = t.step_fn(state, t.batch(groups[0], idxs, length), rng)
+      assert not any(x.is_deleted() for x in jax.tree.leaves(backbone.params))
+  if kept_on_disk:                         # traced and compiled once, then loaded
+    assert len(list(tmp_path.glob("lrf_init_state-*.xla"))) == 2
