@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import gguf
 import numpy as np
 
-from optimas_jax.models import llama, tokenizer as tok_lib, weights
+from optimas_jax.models import converted, llama, tokenizer as tok_lib, weights
 
 SUPPORTED_ARCHS = ("llama", "qwen2")
 
@@ -136,16 +136,25 @@ def config_from_metadata(meta: dict, tensor_names, dtype, source: str) -> llama.
 
 
 def load_gguf(path: pathlib.Path, dtype):
-  """GGUF file -> (LlamaConfig, params, TextTokenizer)."""
+  """GGUF file -> (LlamaConfig, params, TextTokenizer), converted once per machine
+  (models/converted.py)."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise weights.CheckpointError(f"{path}: GGUF file not found")
+  config, params, tokenizer = converted.load_or_convert(path, dtype,
+                                                        lambda: _convert(path, dtype))
+  _TOKENIZERS[path] = tokenizer
+  return config, params, tokenizer
+
+
+def _convert(path: pathlib.Path, dtype):
   reader = open_gguf(path)
   meta = read_metadata(reader)
   names = {t.name for t in reader.tensors}
   config = config_from_metadata(meta, names, dtype, str(path))
   tensors = _LazyTensors(reader, meta["general.architecture"], config, str(path))
   params = weights.llama_params_from_hf(tensors, config, str(path))
-  tokenizer = tok_lib.from_gguf_metadata(meta)
-  _TOKENIZERS[pathlib.Path(path)] = tokenizer
-  return config, params, tokenizer
+  return config, params, tok_lib.from_gguf_metadata(meta)
 
 
 _TOKENIZERS: dict[pathlib.Path, tok_lib.TextTokenizer] = {}
@@ -155,5 +164,8 @@ def load_gguf_tokenizer(path: pathlib.Path) -> tok_lib.TextTokenizer:
   """Only the tokenizer of a GGUF file (cached; reads metadata, no tensor data)."""
   path = pathlib.Path(path)
   if path not in _TOKENIZERS:
-    _TOKENIZERS[path] = tok_lib.from_gguf_metadata(read_metadata(open_gguf(path)))
+    tokenizer = converted.kept_tokenizer(path)
+    if tokenizer is None:
+      tokenizer = tok_lib.from_gguf_metadata(read_metadata(open_gguf(path)))
+    _TOKENIZERS[path] = tokenizer
   return _TOKENIZERS[path]
