@@ -197,7 +197,9 @@ def run_jax(spec: dict) -> dict:
   import jax
   import numpy as np
   from optimas_jax.rl.trainer import RLTrainer
+  from optimas_jax.runtime import enable_compilation_cache
   # pylint: enable=import-outside-toplevel
+  enable_compilation_cache()      # as every job: the first process fills it, later ones load
   load_start = loadavg()
   t0 = time.perf_counter()
   llm = _jax_llm(spec)
@@ -225,7 +227,9 @@ def run_jax(spec: dict) -> dict:
               tokens_per_s=round(tokens / med("seconds"), 2),
               warmup_step_seconds=[round(s["seconds"], 3) for s in steps[:spec["warmup"]]],
               step_seconds=[round(s["seconds"], 3) for s in timed],
-              setup_seconds=round(setup_s, 2), reward_mean=[s["reward_mean"] for s in steps],
+              setup_seconds=round(setup_s, 2),
+              compilation_cache=jax.config.jax_compilation_cache_dir or "off",
+              reward_mean=[s["reward_mean"] for s in steps],
               peak_rss_mb=peak_rss_mb(), loadavg_start=load_start, loadavg_end=loadavg())
 
 

@@ -168,13 +168,21 @@ class TracedOnce:
     return lambda args, leaves: compiled(*args)
 
   def _flat_in_shardings(self, args):
-    """One sharding per flat leaf, from the `in_shardings` prefix (None: unspecified)."""
+    """One sharding per flat leaf, from the `in_shardings` prefix. A None in it: a
+    committed argument's own sharding, else unspecified (placed by `jax.jit`)."""
     if self.in_shardings is None:
       return None
-    is_sharding = lambda x: isinstance(x, jax.sharding.Sharding)
-    full = jax.tree.map(lambda s, sub: jax.tree.map(lambda _: s, sub), self.in_shardings,
-                        tuple(args), is_leaf=is_sharding)
-    return tuple(jax.tree.leaves(full, is_leaf=is_sharding))
+    is_spec = lambda x: x is None or isinstance(x, jax.sharding.Sharding)
+    prefix = self.in_shardings
+    if is_spec(prefix):
+      prefix = (prefix,) * len(args)
+    out = []
+    for spec, arg in zip(prefix, args):
+      specs = jax.tree.leaves(jax.tree.map(lambda s, sub: [s] * len(jax.tree.leaves(sub)),
+                                           spec, arg, is_leaf=is_spec), is_leaf=is_spec)
+      out += [s if s is not None else x.sharding if getattr(x, "committed", False) else None
+              for s, x in zip(specs, jax.tree.leaves(arg), strict=True)]
+    return tuple(out)
 
   def _key(self, leaves, treedef) -> str:
     return _digest([self.name, self.static_key, str(treedef), repr(self.donate_argnums),

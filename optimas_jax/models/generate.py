@@ -32,6 +32,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from optimas_jax.core import mesh as mesh_lib
+from optimas_jax.core.exported import TracedOnce
 from optimas_jax.models import llama, lora
 from optimas_jax.models.tokenizer import pad_ids
 
@@ -226,13 +227,30 @@ class Generator:
     self.prompt_multiple, self.max_batch = prompt_multiple, max_batch
     self.max_context = min(max_context or module.config.max_position_embeddings,
                            module.config.max_position_embeddings)
-    def body(*args):
-      return _generate(module, *args)
-
-    if max_traces is not None:
-      body = chex.assert_max_traces(body, n=max_traces)
-    self._fn = jax.jit(body, static_argnums=0)
+    self._max_traces = max_traces
+    self._programs: dict[tuple, TracedOnce] = {}
     self._lock = threading.Lock()
+
+  def _program(self, max_new_tokens: int, impl) -> TracedOnce:
+    """The decode program for ``max_new_tokens`` and a key implementation, traced once
+    per machine (core/exported.py): keys come in as their raw data."""
+    key = (max_new_tokens, str(impl))
+    if key not in self._programs:
+      module = self.module
+
+      def body(params, adapter, prefix, ids, mask, stops, active, key_data, *rest):
+        keys = jax.random.wrap_key_data(key_data, impl=impl)
+        return _generate(module, max_new_tokens, params, adapter, prefix, ids, mask, stops,
+                         active, keys, *rest)
+
+      if self._max_traces is not None:
+        body = chex.assert_max_traces(body, n=self._max_traces)
+      # Every argument keeps its own sharding (rows split over a mesh, weights where
+      # they lie), as jax.jit takes committed arguments.
+      self._programs[key] = TracedOnce(
+          body, "generate", f"{module!r}|max_new_tokens={max_new_tokens}|impl={impl}",
+          in_shardings=(None,) * 11)
+    return self._programs[key]
 
   def generate_ids(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
                    stop_ids: Sequence[int] | Sequence[Sequence[int]] = (),
@@ -329,10 +347,12 @@ class Generator:
     rows_in = (ids, mask, stops, active, keys)
     if self.mesh is not None:
       rows_in = self._on_mesh(rows_in)
+    *rows_in, keys = rows_in
     with self._lock:
-      tokens, logps = self._fn(max_new_tokens, params, adapter, prefix, *rows_in,
-                               jnp.float32(temperature), jnp.float32(top_p),
-                               jnp.int32(self.pad_id))
+      program = self._program(max_new_tokens, jax.random.key_impl(keys))
+      tokens, logps = program(params, adapter, prefix, *rows_in, jax.random.key_data(keys),
+                              jnp.float32(temperature), jnp.float32(top_p),
+                              jnp.int32(self.pad_id))
       tokens, logps = mesh_lib.to_host((tokens, logps))
     out = []
     for i, row in enumerate(rows):

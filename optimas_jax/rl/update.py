@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from optimas_jax.core.exported import TracedOnce
 from optimas_jax.core.mesh import batch_axes, fsdp_shardings, make_mesh, place, to_global
 from optimas_jax.rl import objective
 from optimas_jax.rl.config import RLConfig
@@ -145,11 +146,15 @@ def _jitted(module, config: RLConfig, mesh: Mesh, max_traces: int | None):
   if max_traces is not None:
     import chex  # pylint: disable=import-outside-toplevel
     step = chex.assert_max_traces(step, n=max_traces)
-  # The base comes in with its own (fsdp) shardings (None: the argument's).
-  update = jax.jit(step, in_shardings=(replicated, micro_rows, None),
-                   out_shardings=(replicated, replicated), donate_argnums=(0,))
-  score = jax.jit(functools.partial(score_rollout, module=module, config=config),
-                  in_shardings=(None, replicated, rows), out_shardings=rows)
+  # The base comes in with its own (fsdp) shardings (None: the argument's). Traced
+  # once per machine (core/exported.py): the key names what the traces read.
+  static_key = f"{module!r}|{config!r}|mesh={dict(mesh.shape)}"
+  update = TracedOnce(step, "rl_update_step", static_key,
+                      in_shardings=(replicated, micro_rows, None),
+                      out_shardings=(replicated, replicated), donate_argnums=(0,))
+  score = TracedOnce(functools.partial(score_rollout, module=module, config=config),
+                     "rl_score_rollout", static_key, in_shardings=(None, replicated, rows),
+                     out_shardings=rows)
   return tx, update, score
 
 

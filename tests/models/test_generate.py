@@ -188,8 +188,12 @@ def test_a_shared_prompt_prefix_is_prefilled_once_with_the_same_tokens(tiny):
   shared = generate.Generator(module, params, pad_id=0, prompt_multiple=8)
   plain = generate.Generator(module, params, pad_id=0, prompt_multiple=8, prefix_reuse=False)
   seen = []
-  fn = shared._fn
-  shared._fn = lambda n, p, a, prefix, *rest: seen.append(np.shape(prefix)) or fn(n, p, a, prefix, *rest)
+  program = shared._program
+
+  def spy(n, impl):
+    run = program(n, impl)
+    return lambda p, a, prefix, *rest: seen.append(np.shape(prefix)) or run(p, a, prefix, *rest)
+  shared._program = spy
   keys = jax.vmap(jax.random.key)(jnp.arange(3, dtype=jnp.uint32))
   for kw in (dict(), dict(temperature=1.0, rng=keys)):
     ours = shared.generate_ids(prompts, max_new_tokens=8, **kw)
@@ -207,3 +211,29 @@ def test_a_shared_prompt_prefix_is_prefilled_once_with_the_same_tokens(tiny):
   # No shared bucket (rows differ at token 3), a single row: the plain prefill.
   assert shared._shared_prefix([system, system[:3] + [7] * 20]) == 0
   assert shared._shared_prefix([system]) == 0
+
+
+def test_a_new_generator_runs_the_kept_program_without_tracing(tiny, tmp_path, monkeypatch):
+  """The decode program is traced and compiled once per machine (core/exported.py): a
+  generator built afresh (as in a new process) traces nothing and gives the same tokens
+  and log-probs, greedy and sampled with typed per-row keys."""
+  from optimas_jax.core import exported  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(exported, "_folder", lambda: tmp_path)
+  module, params = tiny
+  rng = np.random.default_rng(2)
+  prompts = [rng.integers(1, 200, size=n).tolist() for n in (2, 7, 12)]
+  keys = jax.vmap(jax.random.key)(jnp.arange(3, dtype=jnp.uint32))
+  settings = (dict(), dict(temperature=1.0, rng=keys), dict(temperature=0.8, top_p=0.9,
+                                                             rng=jax.random.key(5)))
+
+  def run(gen):
+    return [[(c.tokens, c.logprobs) for c in gen.generate_ids(prompts, max_new_tokens=6, **kw)]
+            for kw in settings]
+
+  first = run(generate.Generator(module, params, pad_id=0, prompt_multiple=8))
+  assert len(list(tmp_path.glob("generate-*.xla"))) == 1     # one program for all three
+  traces = []
+  real = generate._generate
+  monkeypatch.setattr(generate, "_generate", lambda *a: traces.append(1) or real(*a))
+  again = run(generate.Generator(module, params, pad_id=0, prompt_multiple=8))
+  assert traces == [] and again == first

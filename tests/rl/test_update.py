@@ -62,7 +62,7 @@ def test_update_compiles_once_per_shape(tiny_backbone, ppo_updater):
   state = _fresh_state(ppo_updater, base)
   for seed in range(3):     # max_traces=1: a retrace raises inside the update
     state, _ = _run(ppo_updater, state, [update_batch(ppo_updater, base, state, seed=seed)], base)
-  assert ppo_updater.update._cache_size() == 1
+  assert ppo_updater.update.programs() == 1
 
 
 def _free_port() -> int:
