@@ -205,13 +205,14 @@ def test_precompile_readies_the_program_without_running_it(tmp_path, monkeypatch
   assert state["a"].is_deleted()
 
 
-def test_a_none_in_the_shardings_takes_the_arguments_own(tmp_path):
+def test_a_none_in_the_shardings_takes_a_committed_arguments_own(tmp_path):
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
   repl = NamedSharding(Mesh(np.array(jax.devices()[:1]), ("d",)), P())
-  state = {"a": jax.device_put(jnp.arange(4.0), repl), "b": jnp.ones((2, 2))}
+  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  state = {"a": jax.device_put(jnp.arange(4.0), one), "b": jnp.ones((2, 2))}  # b: uncommitted
   args = (state, jnp.ones(3), jnp.float32(2.0))
   want = jax.jit(_counted([]))(*args)
   for _ in range(2):                     # traced and kept, then read back
     f = TracedOnce(_counted([]), "own", "k", folder=tmp_path, in_shardings=(None, repl, repl))
-    assert f._flat_in_shardings(args) == (repl, state["b"].sharding, repl, repl)  # pylint: disable=protected-access
+    assert f._flat_in_shardings(args) == (one, None, repl, repl)  # pylint: disable=protected-access
     jax.tree.map(np.testing.assert_array_equal, f(*args), want)
