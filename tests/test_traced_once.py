@@ -216,3 +216,17 @@ def test_a_none_in_the_shardings_takes_a_committed_arguments_own(tmp_path):
     f = TracedOnce(_counted([]), "own", "k", folder=tmp_path, in_shardings=(None, repl, repl))
     assert f._flat_in_shardings(args) == (one, None, repl, repl)  # pylint: disable=protected-access
     jax.tree.map(np.testing.assert_array_equal, f(*args), want)
+
+
+@pytest.mark.parametrize("kept_on_disk", [True, False])
+def test_python_and_numpy_leaves_are_taken_as_jit_takes_them(tmp_path, monkeypatch, kept_on_disk):
+  if not kept_on_disk:
+    monkeypatch.setattr(exported, "_folder", lambda: None)
+  state = {"a": jnp.arange(3.0), "scaling": 0.5, "n": np.int32(2)}   # a LoRA adapter's shape
+  want = jax.jit(_counted([]))(state, np.ones(2), 3.0)
+  for _ in range(2):
+    f = TracedOnce(_counted([]), "mixed", "k", folder=tmp_path if kept_on_disk else None)
+    got = f(state, np.ones(2), 3.0)
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+    assert got[0]["scaling"].dtype == want[0]["scaling"].dtype == jnp.float32
+    assert f.programs() == 1

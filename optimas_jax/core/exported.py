@@ -107,19 +107,19 @@ class TracedOnce:
     return len(self._calls)
 
   def __call__(self, *args):
-    leaves, treedef = jax.tree.flatten(args)
+    args, leaves, treedef = _flatten(args)
     return self._call_for(args, leaves, treedef)(args, leaves)
 
   def precompile(self, *args) -> None:
     """Gets the program for these arguments' signature ready (traced or read, compiled
     or loaded) without running it: a warm-up that needs no throwaway copy of donated
     arguments."""
-    leaves, treedef = jax.tree.flatten(args)
+    args, leaves, treedef = _flatten(args)
     self._call_for(args, leaves, treedef)
 
   def _call_for(self, args, leaves, treedef) -> Callable:
-    signature = (treedef, tuple((x.shape, x.dtype, getattr(x, "sharding", None))
-                                for x in leaves))
+    signature = (treedef, tuple((x.shape, x.dtype, getattr(x, "weak_type", False),
+                                 getattr(x, "sharding", None)) for x in leaves))
     call = self._calls.get(signature)
     if call is None:
       call = self._calls[signature] = self._build(args, leaves, treedef)
@@ -187,7 +187,8 @@ class TracedOnce:
   def _key(self, leaves, treedef) -> str:
     return _digest([self.name, self.static_key, str(treedef), repr(self.donate_argnums),
                     repr(sorted((self.compiler_options or {}).items()))]
-                   + [f"{x.shape}|{x.dtype}|{getattr(x, 'sharding', None)}" for x in leaves])
+                   + [f"{x.shape}|{x.dtype}|{getattr(x, 'weak_type', False)}|"
+                      f"{getattr(x, 'sharding', None)}" for x in leaves])
 
   @staticmethod
   def _leaf_owner(args) -> list[int]:
@@ -220,6 +221,17 @@ class TracedOnce:
   def _save(path: pathlib.Path, exported, out_tree) -> None:
     tree = pickle.dumps(out_tree)
     _write_atomic(path, len(tree).to_bytes(8, "little") + tree + bytes(exported.serialize()))
+
+
+def _flatten(args):
+  """(args, leaves, treedef) with Python and numpy scalars and arrays as jax arrays
+  (as `jax.jit` takes them: a Python number weakly typed)."""
+  leaves, treedef = jax.tree.flatten(args)
+  if all(isinstance(x, (jax.Array, jax.ShapeDtypeStruct)) for x in leaves):
+    return args, leaves, treedef
+  leaves = [x if isinstance(x, (jax.Array, jax.ShapeDtypeStruct)) else jnp.asarray(x)
+            for x in leaves]
+  return jax.tree.unflatten(treedef, leaves), leaves, treedef
 
 
 # -- compiled executables on disk ---------------------------------------------
