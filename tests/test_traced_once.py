@@ -9,6 +9,7 @@ from optimas_jax.core import exported
 from optimas_jax.core.exported import TracedOnce
 
 pytest.importorskip("flatbuffers", reason="jax.export serialization needs flatbuffers")
+pytestmark = pytest.mark.usefixtures("fresh_compiles")   # what is kept follows real compiles
 
 
 def _counted(traces):
@@ -104,8 +105,6 @@ def test_an_executable_from_the_compilation_cache_is_not_kept(tmp_path):
   # XLA:CPU cannot re-serialize an executable it loaded from the cache (its kernels
   # are missing when it runs), so only a real compile is kept.
   from jax._src import compilation_cache  # pylint: disable=import-outside-toplevel
-  kept = (jax.config.jax_compilation_cache_dir,
-          jax.config.jax_persistent_cache_min_compile_time_secs)
   jax.config.update("jax_compilation_cache_dir", str(tmp_path / "xla"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   compilation_cache.reset_cache()
@@ -117,9 +116,8 @@ def test_an_executable_from_the_compilation_cache_is_not_kept(tmp_path):
     out = TracedOnce(_counted([]), "cached", "k", folder=tmp_path / "second")(*args)
     assert list((tmp_path / "second").glob("*.xla")) == []
     np.testing.assert_array_equal(out[0]["a"], (np.arange(3.0) + 7) * 5 + 11)
-  finally:
-    jax.config.update("jax_compilation_cache_dir", kept[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", kept[1])
+  finally:                               # the fixture restores the process's settings
+    jax.config.update("jax_compilation_cache_dir", None)
     compilation_cache.reset_cache()
 
 

@@ -198,6 +198,7 @@ def test_the_memory_estimate_names_the_fields_to_change_before_compiling(backbon
     t.memory_estimate(state, limit=1 << 10)
 
 
+@pytest.mark.usefixtures("fresh_compiles")
 @pytest.mark.parametrize("kept_on_disk", [False, True])
 def test_the_initial_state_is_one_program_with_buffers_of_its_own(
     backbone, groups, tmp_path, monkeypatch, kept_on_disk):

@@ -213,6 +213,7 @@ def test_a_shared_prompt_prefix_is_prefilled_once_with_the_same_tokens(tiny):
   assert shared._shared_prefix([system]) == 0
 
 
+@pytest.mark.usefixtures("fresh_compiles")
 def test_a_new_generator_runs_the_kept_program_without_tracing(tiny, tmp_path, monkeypatch):
   """The decode program is traced and compiled once per machine (core/exported.py): a
   generator built afresh (as in a new process) traces nothing and gives the same tokens
