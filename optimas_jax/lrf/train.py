@@ -260,14 +260,16 @@ class Trainer:
     self._eval = functools.partial(eval_step, lrf=lrf, loss_cfg=self.loss_cfg,
                                    num_components=num_components)
     # Compiled at the first step, with the state's own shardings.
-    self.jitted_step = self.eval_fn = None
+    self.jitted_step = self.eval_fn = self._init = None
     self._full_mask = None
 
   def init_state(self, rng, backbone_params=None) -> TrainState:
     """A fresh state on the mesh, in buffers of its own (the step donates the state;
     the registry shares its backbone arrays across callers)."""
     if jax.process_count() == 1:
-      state = self._init_program(rng, backbone_params)(rng, backbone_params)
+      if self._init is None:                 # built once: later inits reuse the program
+        self._init = self._init_program(rng, backbone_params)
+      state = self._init(rng, backbone_params)
     else:
       state = init_state(self.lrf, self.tx, rng, backbone_params)
       # Copied where they lie first: a resharding put may keep device 0's buffer,

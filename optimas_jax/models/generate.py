@@ -245,8 +245,8 @@ class Generator:
 
       if self._max_traces is not None:
         body = chex.assert_max_traces(body, n=self._max_traces)
-      # Every argument keeps its own sharding (rows split over a mesh, weights where
-      # they lie), as jax.jit takes committed arguments.
+      # A committed argument keeps its own sharding (rows split over a mesh, weights
+      # where they lie), as jax.jit takes it; the scalars are placed by jit.
       self._programs[key] = TracedOnce(
           body, "generate", f"{module!r}|max_new_tokens={max_new_tokens}|impl={impl}",
           in_shardings=(None,) * 11)
