@@ -48,6 +48,7 @@ import lrf_bench_util as util
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 RESULT_TAG = "LRF_BENCH_RESULT "
 COMPARISONS = ("full_finetune", "same_algorithm")
+SIDES = ("jax", "torch", "jax_mixed")
 STEP_HOLDS = dict(
     full_finetune=dict(
         jax="groups_per_batch groups x 4 candidates: one forward+backward of "
@@ -72,8 +73,8 @@ def parse(argv=None):
   p.add_argument("--quick", action="store_true",
                  help="smoke run: 8 train / 4 held-out groups, 1 epoch each")
   p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                 help="threads of each side (torch.set_num_threads; 1 also pins XLA:CPU to "
-                      "one thread: the one-thread control)")
+                 help="cores of each side (CPU affinity, and torch.set_num_threads); 1 is "
+                      "the one-thread control")
   p.add_argument("--compilation_cache", default="warm", choices=("cold", "warm", "off"),
                  help="JAX side: a fresh empty persistent cache per run (cold), one kept "
                       "across runs and filled by a first, untimed run whose set-up is "
@@ -81,7 +82,9 @@ def parse(argv=None):
   p.add_argument("--repeats", type=int, default=3,
                  help="runs per side; medians are reported")
   p.add_argument("--comparisons", default=",".join(COMPARISONS))
-  p.add_argument("--sides", default="jax,torch")
+  p.add_argument("--sides", default="jax,torch",
+                 help=f"any of {SIDES}; jax_mixed: the JAX trainer in mixed precision "
+                      "(config.lrf.compute_dtype=bfloat16), reported beside float32")
   p.add_argument("--max_len", type=int, default=128)
   p.add_argument("--train_groups", type=int, default=0, help="0: all (96)")
   p.add_argument("--held_groups", type=int, default=0, help="0: all (24)")
@@ -95,7 +98,7 @@ def parse(argv=None):
   p.add_argument("--target", type=float, default=0.80)
   p.add_argument("--seed", type=int, default=0)
   # Internal: one side of one comparison, in its own process.
-  p.add_argument("--side", choices=("jax", "torch"), help=argparse.SUPPRESS)
+  p.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
   p.add_argument("--spec", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   if args.quick:
@@ -184,7 +187,9 @@ def make_spec(args, comparison, seed, train, held, backbone):
 # JAX side (this project's trainer), in its own process
 
 
-def run_jax(spec: dict) -> dict:
+def run_jax(spec: dict, compute_dtype: str = "") -> dict:
+  """This project's trainer on the spec; `compute_dtype` "bfloat16": mixed precision
+  (bfloat16 products summed in float32 over float32 parameters, config.lrf.compute_dtype)."""
   # pylint: disable=import-outside-toplevel
   import jax
   import numpy as np
@@ -218,6 +223,7 @@ def run_jax(spec: dict) -> dict:
   cfg.optim.clip_norm, cfg.optim.b1, cfg.optim.b2 = s["clip_norm"], s["b1"], s["b2"]
   cfg.groups_per_batch, cfg.max_candidates = s["groups_per_batch"], s["max_candidates"]
   cfg.accum_steps = 1
+  cfg.compute_dtype = compute_dtype
   lrf = build_lrf(backbone, spec["num_components"], cfg)
   trainer = Trainer(lrf, cfg, spec["num_components"], len(steps))
   rng = jax.random.PRNGKey(s["seed"])
@@ -298,18 +304,19 @@ def _set_head(trainable, head_init):
 # parent: specs, one process per side, medians, ratios
 
 
-def run_side(side: str, spec_path: str, env: dict | None = None) -> dict:
+def run_side(side: str, spec_path: str, threads: int, env: dict) -> dict:
   t = time.perf_counter()
   before = util.loadavg()
-  proc = subprocess.run([sys.executable, __file__, f"--side={side}",
-                         f"--spec={spec_path}"], stdout=subprocess.PIPE,
-                        text=True, check=False, env=env)
+  proc, usage = util.run_side_process([sys.executable, __file__, f"--side={side}",
+                                       f"--spec={spec_path}"], threads, env,
+                                      stdout=subprocess.PIPE, text=True)
   lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT_TAG)]
   if proc.returncode or not lines:
     raise RuntimeError(f"{side} side failed (exit {proc.returncode}); "
                        f"stdout tail: {proc.stdout[-2000:]}")
   out = json.loads(lines[-1][len(RESULT_TAG):])
   out["process_wall_s"] = round(time.perf_counter() - t, 1)
+  out.update(usage)
   out.update(util.load_record(before, util.loadavg()))
   return out
 
@@ -323,7 +330,7 @@ def _median(xs):
 def summarize(runs: list[dict]) -> dict:
   keys = ("pairs_per_s", "pairs_per_s_with_setup", "setup_s", "train_s",
           "step_s_median", "best_accuracy", "final_accuracy", "peak_rss_mb",
-          "process_wall_s")
+          "process_wall_s", "cores_busy", "train_loop_cores_busy")
   out = {k: statistics.median(r[k] for r in runs) for k in keys}
   out["seconds_to_target"] = _median([r["seconds_to_target"] for r in runs])
   out["train_seconds_to_target"] = _median([r["train_seconds_to_target"] for r in runs])
@@ -337,6 +344,32 @@ def summarize(runs: list[dict]) -> dict:
   return out
 
 
+def mixed_precision_record(f32: dict, mixed: dict, torch: dict | None, target_key: str):
+  """Mixed precision beside float32 in the same framework (the like-for-like ratio:
+  same work, data, trainable set, steps and threads; only the products' precision
+  differs) and the held-out accuracy it reaches, seed by seed."""
+  out = dict(
+      label="JAX mixed precision (bfloat16 products summed in float32, float32 "
+            "parameters and Adam) / JAX float32, same runs' seeds",
+      pairs_per_s=_ratio(mixed["pairs_per_s"], f32["pairs_per_s"]),
+      time_to_target=_ratio(f32["seconds_to_target"], mixed["seconds_to_target"]),
+      best_accuracy=dict(float32=[r["best_accuracy"] for r in f32["runs"]],
+                         mixed=[r["best_accuracy"] for r in mixed["runs"]]),
+      # Largest held-out accuracy gap at any evaluation, per seed (same eval points).
+      max_accuracy_gap_per_seed=[
+          round(max(abs(a["accuracy"] - b["accuracy"])
+                    for a, b in zip(fr["curve"], mr["curve"])), 4)
+          for fr, mr in zip(f32["runs"], mixed["runs"])])
+  if torch is not None:
+    out["over_pytorch_float32"] = dict(
+        label="JAX mixed precision / PyTorch float32: different precisions, not the "
+              "framework ratio",
+        pairs_per_s=_ratio(mixed["pairs_per_s"], torch["pairs_per_s"]),
+        **{f"time_to_{target_key}": _ratio(torch["seconds_to_target"],
+                                           mixed["seconds_to_target"])})
+  return out
+
+
 def _ratio(num, den):
   return round(num / den, 3) if num and den else None
 
@@ -345,8 +378,8 @@ def main():
   args = parse()
   if args.side:
     spec = json.loads(pathlib.Path(args.spec).read_text())
-    if args.side == "jax":
-      out = run_jax(spec)
+    if args.side in ("jax", "jax_mixed"):
+      out = run_jax(spec, "bfloat16" if args.side == "jax_mixed" else "")
     else:
       import lrf_train_torch  # pylint: disable=import-outside-toplevel
       out = lrf_train_torch.run(spec)
@@ -390,17 +423,20 @@ def main():
       if comparison not in COMPARISONS:
         sys.exit(f"--comparisons: unknown {comparison!r}; use {COMPARISONS}")
       runs = {side: [] for side in args.sides.split(",")}
-      first_run = None
-      if args.compilation_cache == "warm" and "jax" in runs:
-        # The kept cache starts empty: a first JAX run fills it (its set-up
-        # is the cold one, reported apart), so every timed run below is warm.
+      if set(runs) - set(SIDES):
+        sys.exit(f"--sides: unknown {sorted(set(runs) - set(SIDES))}; use {SIDES}")
+      first_runs = {}
+      fill = [side for side in runs if side.startswith("jax")]
+      for side in fill if args.compilation_cache == "warm" else []:
+        # The kept cache starts empty: a first run of each JAX side fills it (its
+        # set-up is the cold one, reported apart), so every timed run below is warm.
         spec = make_spec(args, comparison, args.seed, train, held, backbone)
         path = pathlib.Path(tmp) / f"{comparison}_fill.json"
         path.write_text(json.dumps(spec))
-        print(f"[lrf_train] {comparison} jax (fills the compilation cache) ...",
+        print(f"[lrf_train] {comparison} {side} (fills the compilation cache) ...",
               file=sys.stderr, flush=True)
-        first_run = run_side("jax", str(path),
-                             util.side_env(args.threads, args.compilation_cache, tmp))
+        first_runs[side] = run_side(side, str(path), args.threads,
+                                    util.side_env(args.threads, args.compilation_cache, tmp))
       for r in range(args.repeats):         # interleaved: A B A B A B
         spec = make_spec(args, comparison, args.seed + r, train, held, backbone)
         path = pathlib.Path(tmp) / f"{comparison}_{r}.json"
@@ -409,13 +445,16 @@ def main():
           print(f"[lrf_train] {comparison} repeat {r} {side} ...", file=sys.stderr,
                 flush=True)
           env = util.side_env(args.threads, args.compilation_cache, tmp)
-          runs[side].append(run_side(side, str(path), env))
+          runs[side].append(run_side(side, str(path), args.threads, env))
       block = dict(settings=spec["settings"], step_holds=STEP_HOLDS[comparison])
       block.update({side: summarize(rs) for side, rs in runs.items()})
-      if first_run is not None:
-        block["jax"]["cold_setup_s"] = first_run["setup_s"]
-        block["jax"]["cold_first_run"] = first_run
+      for side, first_run in first_runs.items():
+        block[side]["cold_setup_s"] = first_run["setup_s"]
+        block[side]["cold_first_run"] = first_run
       out[comparison] = block
+      if "jax" in block and "jax_mixed" in block:
+        out[f"{comparison}_mixed_precision"] = mixed_precision_record(
+            block["jax"], block["jax_mixed"], block.get("torch"), target_key)
       if "jax" in block and "torch" in block:
         j, t = block["jax"], block["torch"]
         out[f"{comparison}_speedup_pairs_per_s"] = _ratio(j["pairs_per_s"], t["pairs_per_s"])
@@ -436,9 +475,11 @@ def main():
               k: (out[f"full_finetune_speedup_{k}"] or 0) >= 1.5
               for k in ("pairs_per_s", f"time_to_{target_key}")}
   out["machine"]["loadavg_end"] = util.loadavg()
-  out["threads"] = {"jax": ("XLA:CPU's own pool (all cores)" if args.threads != 1 else
-                            "1 (--xla_cpu_multi_thread_eigen=false, intra_op=1)"),
-                    "torch": f"torch.set_num_threads({args.threads})"}
+  out["threads"] = {
+      "cores_allowed": util.allowed_cores(args.threads),
+      "jax": "XLA:CPU's own pools, sized by the cores the process may run on (affinity)",
+      "torch": f"torch.set_num_threads({args.threads}), on the same cores",
+      "measured": "each run's cores_busy: its CPU seconds / wall seconds"}
   out["compilation_cache"] = args.compilation_cache
   out["compilation_cache_note"] = dict(
       warm="one cache kept across the JAX runs, filled by a first run per comparison "

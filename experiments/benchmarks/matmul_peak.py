@@ -19,7 +19,6 @@ import json
 import os
 import pathlib
 import statistics
-import subprocess
 import sys
 import time
 
@@ -81,11 +80,11 @@ def main(argv=None) -> None:
       if framework == "jax":
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + JAX_VARIANTS[variant]).strip()
       before = util.loadavg()
-      proc = subprocess.run([sys.executable, __file__, f"--child={framework}", f"--n={args.n}",
-                             f"--iters={args.iters}"], capture_output=True, text=True, env=env,
-                            check=False)
+      proc, usage = util.run_side_process(
+          [sys.executable, __file__, f"--child={framework}", f"--n={args.n}",
+           f"--iters={args.iters}"], os.cpu_count() or 1, env, capture_output=True, text=True)
       lines = [l for l in proc.stdout.splitlines() if l.startswith(TAG)]
-      record = util.load_record(before, util.loadavg())
+      record = {**util.load_record(before, util.loadavg()), **usage}
       record.update(json.loads(lines[-1][len(TAG):]) if lines else
                     {"error": proc.stderr[-500:] or f"exit {proc.returncode}"})
       runs[variant].append(record)

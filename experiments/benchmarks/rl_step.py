@@ -311,15 +311,19 @@ def measure_lora(spec: dict, repeats: int = 3) -> dict:
 # parent
 
 
-def child(args: list[str], spec_path: str, env: dict | None = None) -> dict:
+def child(args: list[str], spec_path: str, env: dict | None = None,
+          threads: int | None = None) -> dict:
+  """One child process's result; `threads`: pinned to that many cores (all by default)."""
   t = time.perf_counter()
-  proc = subprocess.run([sys.executable, *args, f"--spec={spec_path}"], cwd=ROOT,
-                        stdout=subprocess.PIPE, text=True, check=False, env=env)
+  proc, usage = util.run_side_process(
+      [sys.executable, *args, f"--spec={spec_path}"], threads or os.cpu_count() or 1, env,
+      cwd=ROOT, stdout=subprocess.PIPE, text=True)
   lines = [l for l in proc.stdout.splitlines() if l.startswith(TAG)]
   if proc.returncode or not lines:
     raise RuntimeError(f"{args[0]} {args[1:]} failed (exit {proc.returncode}); see its stderr")
   out = json.loads(lines[-1][len(TAG):])
   out["process_seconds"] = round(time.perf_counter() - t, 1)
+  out.update(usage)
   return out
 
 
@@ -360,7 +364,7 @@ def main(argv=None) -> None:
       for name in sides:                   # interleaved: J T J T J T
         before = util.loadavg()
         out = child(commands[name], str(spec_path),
-                    env=util.side_env(args.threads, "warm", cache_root))
+                    env=util.side_env(args.threads, "warm", cache_root), threads=args.threads)
         runs[name].append({**out, **util.load_record(before, util.loadavg())})
     for name in sides:
       result[name] = {"step_seconds": util.spread([r["step_seconds_median"]

@@ -17,13 +17,15 @@ DEFAULT_FIELD_TEMPLATE = "- {field}: {value}\n"
 
 TRAINABLE_SETS = ("heads", "top", "lora", "full")
 POOLINGS = ("mean", "cls", "last")
+DTYPES = ("float32", "bfloat16")
 
 
 def default_lrf_config() -> ml_collections.ConfigDict:
   """The `lrf` block: model, text, loss, optimizer, batching."""
   c = ml_collections.ConfigDict()
   c.backbone = "minilm"          # models.registry name
-  c.dtype = "float32"
+  c.dtype = "float32"            # the backbone's parameters (float32 | bfloat16)
+  c.compute_dtype = ""           # its products: "" as dtype; bfloat16 over float32: mixed
   c.pooling = "mean"             # mean | cls (encoders), last (decoders)
   c.trainable = "top"            # heads | top | lora | full
   c.top_layers = 1               # for trainable="top"
@@ -60,6 +62,13 @@ def validate_lrf_config(c: ml_collections.ConfigDict, num_devices: int | None = 
   def bad(field, msg):
     raise ValueError(f"config.lrf.{field}: {msg}")
 
+  for field in ("dtype", "compute_dtype"):
+    allowed = DTYPES if field == "dtype" else ("",) + DTYPES
+    if c.get(field, "") not in allowed:
+      bad(field, f"got {c.get(field)!r}; use one of {allowed}")
+  if c.get("compute_dtype") == "float32" and c.dtype == "bfloat16":
+    bad("compute_dtype", "float32 products over bfloat16 parameters gain no precision; "
+        "use '' (bfloat16 throughout) or set dtype='float32'")
   if c.trainable not in TRAINABLE_SETS:
     bad("trainable", f"got {c.trainable!r}; use one of {TRAINABLE_SETS}")
   if c.pooling not in POOLINGS:

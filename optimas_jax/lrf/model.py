@@ -19,6 +19,7 @@ from flax import traverse_util
 
 from optimas_jax.core import exported
 from optimas_jax.models import xla_cpu
+from optimas_jax.models.registry import with_compute_dtype
 
 
 class Head(nn.Module):
@@ -259,6 +260,9 @@ def build_lrf(backbone, num_components: int, cfg) -> LRF:
   if cfg.trainable == "top" and cfg.top_layers > backbone.num_layers:
     raise ValueError(f"config.lrf.top_layers={cfg.top_layers} > the backbone's "
                      f"{backbone.num_layers} layers; use <= {backbone.num_layers}")
+  # Mixed precision (compute_dtype bfloat16 over float32 parameters) is a module
+  # setting: the parameters and everything that holds them stay as loaded.
+  backbone = with_compute_dtype(backbone, cfg.get("compute_dtype") or cfg.dtype)
   model = LRFModel(backbone=backbone.module, num_components=num_components,
                    num_layers=backbone.num_layers, pooling=cfg.pooling,
                    kind=backbone.kind)

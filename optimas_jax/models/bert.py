@@ -32,6 +32,13 @@ class BertConfig:
   type_vocab_size: int = flax.struct.field(pytree_node=False)
   layer_norm_eps: float = flax.struct.field(pytree_node=False)
   dtype: Any = flax.struct.field(pytree_node=False, default=jnp.float32)
+  # The parameters' dtype (None: `dtype`). float32 parameters with a bfloat16
+  # `dtype` is mixed precision: bfloat16 products, float32 weights and updates.
+  param_dtype: Any = flax.struct.field(pytree_node=False, default=None)
+
+  @property
+  def weights_dtype(self):
+    return self.dtype if self.param_dtype is None else self.param_dtype
 
   @classmethod
   def tiny(cls, dtype=jnp.float32) -> "BertConfig":
@@ -56,7 +63,7 @@ class BertConfig:
 
 
 def _dense(features: int, config: BertConfig, name: str) -> nn.Dense:
-  return nn.Dense(features, dtype=config.dtype, param_dtype=config.dtype, name=name,
+  return nn.Dense(features, dtype=config.dtype, param_dtype=config.weights_dtype, name=name,
                   dot_general=dense_dot_general)
 
 
@@ -70,7 +77,7 @@ def gelu(x):
 
 def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
   return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=config.dtype,
-                      param_dtype=config.dtype, name=name)
+                      param_dtype=config.weights_dtype, name=name)
 
 
 class BertEmbeddings(nn.Module):
@@ -88,7 +95,7 @@ class BertEmbeddings(nn.Module):
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
     embed = lambda n, name: nn.Embed(n, cfg.hidden_size, dtype=cfg.dtype,
-                                     param_dtype=cfg.dtype, name=name)
+                                     param_dtype=cfg.weights_dtype, name=name)
     x = embed(cfg.vocab_size, "word_embeddings")(input_ids)
     x = x + embed(cfg.max_position_embeddings, "position_embeddings")(
         jnp.arange(length)[None, :])
@@ -111,12 +118,13 @@ class BertLayer(nn.Module):
     k = split(_dense(hidden, cfg, "key")(x))
     v = split(_dense(hidden, cfg, "value")(x))
     # Softmax in float32: bf16 logits lose the small differences between keys.
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
     scores = scores / jnp.sqrt(head_dim).astype(jnp.float32)
     key_ok = attention_mask.astype(bool)[:, None, None, :]
     scores = jnp.where(key_ok, scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(cfg.dtype)
-    attn = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(batch, length, hidden)
+    attn = jnp.einsum("bhqk,bkhd->bqhd", probs, v, preferred_element_type=jnp.float32)
+    attn = attn.astype(cfg.dtype).reshape(batch, length, hidden)
     x = _layer_norm(cfg, "attention_norm")(x + _dense(hidden, cfg, "attention_out")(attn))
     h = gelu(_dense(cfg.intermediate_size, cfg, "intermediate")(x))
     return _layer_norm(cfg, "output_norm")(x + _dense(hidden, cfg, "output")(h))

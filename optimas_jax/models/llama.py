@@ -41,6 +41,13 @@ class LlamaConfig:
   attention_bias: bool = _static(default=False)
   max_position_embeddings: int = _static(default=2048)
   dtype: Any = _static(default=jnp.float32)
+  # The parameters' dtype (None: `dtype`). float32 parameters with a bfloat16
+  # `dtype` is mixed precision: bfloat16 products, float32 weights and updates.
+  param_dtype: Any = _static(default=None)
+
+  @property
+  def weights_dtype(self):
+    return self.dtype if self.param_dtype is None else self.param_dtype
 
   @classmethod
   def tiny(cls, dtype=jnp.float32) -> "LlamaConfig":
@@ -79,10 +86,12 @@ class RMSNorm(nn.Module):
 
   eps: float
   dtype: Any
+  param_dtype: Any = None
 
   @nn.compact
   def __call__(self, x):
-    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), self.dtype)
+    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],),
+                       self.param_dtype or self.dtype)
     x32 = x.astype(jnp.float32)
     x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
     return (x32 * scale.astype(jnp.float32)).astype(self.dtype)
@@ -130,9 +139,9 @@ class LlamaLayer(nn.Module):
     batch, length, _ = x.shape
     d, nq, nkv = cfg.head_dim, cfg.num_heads, cfg.num_kv_heads
     dense = lambda n, name, bias=False: nn.Dense(n, use_bias=bias, dtype=cfg.dtype,
-                                                 param_dtype=cfg.dtype, name=name,
+                                                 param_dtype=cfg.weights_dtype, name=name,
                                                  dot_general=dense_dot_general)
-    h = RMSNorm(cfg.rms_norm_eps, cfg.dtype, name="input_norm")(x)
+    h = RMSNorm(cfg.rms_norm_eps, cfg.dtype, cfg.weights_dtype, name="input_norm")(x)
     q = dense(nq * d, "q_proj", cfg.attention_bias)(h).reshape(batch, length, nq, d)
     k = dense(nkv * d, "k_proj", cfg.attention_bias)(h).reshape(batch, length, nkv, d)
     v = dense(nkv * d, "v_proj", cfg.attention_bias)(h).reshape(batch, length, nkv, d)
@@ -161,7 +170,7 @@ class LlamaLayer(nn.Module):
     probs = jax.nn.softmax(scores, axis=-1).astype(cfg.dtype)
     attn = jnp.einsum("bkgls,bskd->blkgd", probs, v).reshape(batch, length, nq * d)
     x = x + dense(cfg.hidden_size, "o_proj")(attn)
-    h = RMSNorm(cfg.rms_norm_eps, cfg.dtype, name="post_attention_norm")(x)
+    h = RMSNorm(cfg.rms_norm_eps, cfg.dtype, cfg.weights_dtype, name="post_attention_norm")(x)
     h = nn.silu(dense(cfg.intermediate_size, "gate_proj")(h)) * dense(
         cfg.intermediate_size, "up_proj")(h)
     x = x + dense(cfg.hidden_size, "down_proj")(h)
@@ -176,14 +185,14 @@ class LlamaDecoder(nn.Module):
   def setup(self):
     cfg = self.config
     self.embed_tokens = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.dtype,
-                                 param_dtype=cfg.dtype)
+                                 param_dtype=cfg.weights_dtype)
     # setattr keeps the parameter paths "layer_{i}" (a list would give "layers_{i}").
     for i in range(cfg.num_layers):
       setattr(self, f"layer_{i}", LlamaLayer(cfg))
-    self.norm = RMSNorm(cfg.rms_norm_eps, cfg.dtype)
+    self.norm = RMSNorm(cfg.rms_norm_eps, cfg.dtype, cfg.weights_dtype)
     if not cfg.tie_embeddings:
       self.lm_head = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype,
-                              param_dtype=cfg.dtype)
+                              param_dtype=cfg.weights_dtype)
 
   def embed(self, input_ids):
     """Token ids (B, L) -> input of layer 0 (B, L, H)."""

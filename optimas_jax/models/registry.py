@@ -128,6 +128,22 @@ def _load_cached(name: str, dtype_name: str) -> Backbone:
   return BACKBONES[name](dtype)
 
 
+def with_compute_dtype(backbone: Backbone, dtype) -> Backbone:
+  """`backbone` computing in `dtype` over its parameters as they are (the same arrays).
+
+  float32 parameters with a bfloat16 `dtype` is mixed precision: the Dense products
+  take bfloat16 operands and sum in float32 (models/matmul.py), softmax and norms stay
+  float32, and gradients reach the float32 parameters through the casts, so the
+  optimizer's weights and moments keep float32 precision.
+  """
+  config = backbone.module.config
+  if jnp.dtype(dtype) == jnp.dtype(config.dtype):
+    return backbone
+  config = dataclasses.replace(config, dtype=jnp.dtype(dtype),
+                               param_dtype=config.weights_dtype)
+  return dataclasses.replace(backbone, module=type(backbone.module)(config))
+
+
 def load_backbone(name: str, dtype=jnp.float32) -> Backbone:
   """Loads (once per name and dtype) a named backbone; see the module docstring."""
   if not name.startswith("hf:"):

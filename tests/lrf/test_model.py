@@ -84,3 +84,49 @@ def test_decoder_backbone_last_token_pooling():
   r = lrf.score(lrf.merge(t, f), jnp.array([[5, 6, 7, bb.pad_id]]), jnp.array([1]),
                 mask=jnp.array([[1, 1, 1, 0]]))
   chex.assert_tree_all_finite(r)
+
+
+def test_bad_dtypes_name_field_and_fix():
+  with pytest.raises(ValueError, match=r"config.lrf.compute_dtype.*'bfloat16'"):
+    validate_lrf_config(small_cfg(compute_dtype="float16"))
+  with pytest.raises(ValueError, match=r"config.lrf.dtype.*'float32'"):
+    validate_lrf_config(small_cfg(dtype="fp32"))
+  with pytest.raises(ValueError, match=r"config.lrf.compute_dtype.*dtype='float32'"):
+    validate_lrf_config(small_cfg(dtype="bfloat16", compute_dtype="float32"))
+  validate_lrf_config(small_cfg(compute_dtype="bfloat16"))
+
+
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-llama"])
+def test_mixed_precision_keeps_float32_parameters_and_computes_in_bfloat16(name):
+  from optimas_jax.lrf.model import build_lrf
+  from optimas_jax.models.registry import load_backbone
+  bb = load_backbone(name)
+  kw = dict(pooling="last") if name == "tiny-llama" else {}
+  full = build_lrf(bb, 2, small_cfg(trainable="full", **kw))
+  mixed = build_lrf(bb, 2, small_cfg(trainable="full", compute_dtype="bfloat16", **kw))
+  t32, f32 = full.init(jax.random.PRNGKey(0), bb.params)
+  t16, f16 = mixed.init(jax.random.PRNGKey(0), bb.params)
+  # The same float32 parameters, whatever the products' precision.
+  chex.assert_trees_all_equal(t32, t16)
+  assert {x.dtype for x in jax.tree.leaves((t16, f16))} == {jnp.dtype(jnp.float32)}
+  tokens = jnp.array([[5, 6, 7, 8, 9, 10, bb.pad_id, bb.pad_id]] * 3)
+  ids = jnp.array([0, 1, 0])
+
+  def score(trainable, lrf):
+    return lrf.score(lrf.merge(trainable, f16), tokens, ids)
+
+  loss = lambda trainable, lrf: jnp.sum(score(trainable, lrf) ** 2)
+  jaxpr = str(jax.make_jaxpr(loss, static_argnums=1)(t16, mixed))
+  assert "bf16" in jaxpr and "preferred_element_type=float32" in jaxpr
+  assert "bf16" not in str(jax.make_jaxpr(loss, static_argnums=1)(t32, full))
+  # Jitted: op-by-op dispatch compiles every op (seconds on a tiny model).
+  score, grad = jax.jit(score, static_argnums=1), jax.jit(jax.grad(loss), static_argnums=1)
+  r32, r16 = score(t32, full), score(t16, mixed)
+  assert r16.dtype == jnp.float32
+  np.testing.assert_allclose(r16, r32, rtol=5e-2, atol=5e-2)
+  assert not np.array_equal(r16, r32)          # the products did run in bfloat16
+  g32, g16 = grad(t32, full), grad(t16, mixed)
+  # Gradients reach the float32 parameters through the casts, in float32.
+  assert {x.dtype for x in jax.tree.leaves(g16)} == {jnp.dtype(jnp.float32)}
+  a, b = (np.concatenate([np.ravel(x) for x in jax.tree.leaves(g)]) for g in (g32, g16))
+  assert np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.99

@@ -1,0 +1,58 @@
+"""The benchmarks' side processes use the cores they are given, and say what they used.
+
+XLA:CPU ignores its thread flags for a 2048^3 product (it kept 2 cores busy with
+--xla_cpu_multi_thread_eigen=false), so the one-thread control pins each side's
+process by CPU affinity; these tests check that the pin holds for XLA and that the
+recorded cores_busy measures it.
+"""
+
+import os
+import pathlib
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+sys.path.insert(0, str(ROOT / "experiments" / "benchmarks"))
+import lrf_bench_util as util  # pylint: disable=wrong-import-position
+
+# Two seconds of 1024^3 float32 products under XLA:CPU, then the process's own view.
+BUSY_CHILD = """
+import os, time, jax, jax.numpy as jnp
+x = jnp.ones((1024, 1024)); f = jax.jit(lambda a: a @ a); f(x).block_until_ready()
+t = time.perf_counter()
+while time.perf_counter() - t < 2.0:
+  f(x).block_until_ready()
+print("AFFINITY", len(os.sched_getaffinity(0)))
+"""
+
+
+def _busy_run(threads):
+  env = util.side_env(threads, "off", "")
+  proc, usage = util.run_side_process([sys.executable, "-c", BUSY_CHILD], threads, env,
+                                      capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  affinity = int(proc.stdout.split("AFFINITY")[-1])
+  return affinity, usage
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 or more cores")
+def test_one_thread_control_keeps_xla_on_one_core():
+  affinity, usage = _busy_run(1)
+  assert affinity == 1 and len(usage["cores_allowed"]) == 1
+  assert usage["cores_busy"] <= 1.05, usage
+  assert usage["cpu_s"] > 1.5, usage            # the child did run its 2 s of products
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 or more cores")
+def test_two_threads_are_measured_as_more_than_one_core():
+  affinity, usage = _busy_run(2)
+  assert affinity == 2 and len(usage["cores_allowed"]) == 2
+  # Import and start-up are single-threaded; the 2 s of products use both cores.
+  assert usage["cores_busy"] > 1.2, usage
+
+
+def test_thread_count_below_one_is_refused():
+  with pytest.raises(ValueError, match="--threads=0"):
+    util.allowed_cores(0)
