@@ -217,12 +217,16 @@ def run_side_process(argv: list[str], threads: int, env: dict | None = None,
   """
   import subprocess  # pylint: disable=import-outside-toplevel
   cores = allowed_cores(threads)
-  pin = None
-  if len(cores) < len(os.sched_getaffinity(0)):
-    pin = lambda: os.sched_setaffinity(0, cores)
+  mine = os.sched_getaffinity(0)
   before = resource.getrusage(resource.RUSAGE_CHILDREN)
   t = time.perf_counter()
-  proc = subprocess.run(argv, env=env, preexec_fn=pin, check=False, **kwargs)
+  # The child inherits the calling thread's mask; no preexec_fn, which would make
+  # subprocess fork a parent that may already run JAX's threads.
+  os.sched_setaffinity(0, cores)
+  try:
+    proc = subprocess.run(argv, env=env, check=False, **kwargs)
+  finally:
+    os.sched_setaffinity(0, mine)
   wall = time.perf_counter() - t
   after = resource.getrusage(resource.RUSAGE_CHILDREN)
   cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
