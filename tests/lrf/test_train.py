@@ -222,3 +222,23 @@ def test_the_initial_state_is_one_program_with_buffers_of_its_own(
       assert not any(x.is_deleted() for x in jax.tree.leaves(backbone.params))
   if kept_on_disk:                         # traced and compiled once, then loaded
     assert len(list(tmp_path.glob("lrf_init_state-*.xla"))) == 2
+
+
+def test_mixed_precision_steps_keep_float32_state_and_follow_float32(backbone, groups):
+  train = groups[0]
+  plan = plan_epoch(train, (32, 64), 4, 0, 0)[:3]
+  losses = {}
+  for compute in ("", "bfloat16"):
+    t, state = _trainer(backbone, groups, trainable="full", compute_dtype=compute)
+    out = []
+    for length, idxs in plan:
+      state, m = t.step_fn(state, t.batch(train, idxs, length), jax.random.PRNGKey(0))
+      out.append(float(m["loss"]))
+    # Parameters, frozen weights and Adam's moments stay float32 in mixed precision.
+    assert {x.dtype for x in jax.tree.leaves((state.trainable, state.frozen))
+            } == {jnp.dtype(jnp.float32)}
+    assert {x.dtype for x in jax.tree.leaves(state.opt_state)
+            if jnp.issubdtype(x.dtype, jnp.floating)} == {jnp.dtype(jnp.float32)}
+    losses[compute] = out
+  np.testing.assert_allclose(losses["bfloat16"], losses[""], rtol=5e-2)
+  assert losses["bfloat16"] != losses[""]       # the products did run in bfloat16
