@@ -1,12 +1,16 @@
 """Process-wide JAX settings shared by the entry points: the compilation cache,
 multi-process initialisation, log filters."""
 
+import importlib.util
 import os
 import socket
 import time
 
 import jax
 from absl import flags, logging
+
+# The persistent compilation cache's bound (least recently used programs go first).
+COMPILATION_CACHE_MAX_BYTES = 4 << 30
 
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", os.environ.get("JAX_COORDINATOR_ADDRESS", ""),
@@ -103,6 +107,10 @@ def enable_compilation_cache() -> None:
     # Every program, however small: loading one beats compiling it (~16 ms each for the
     # LRF init's dozen small programs; warm set-up is their sum).
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    # Bounded: every source change compiles new programs and nothing reads the old
+    # ones again. JAX evicts the least recently used; it needs filelock to do so.
+    if importlib.util.find_spec("filelock") is not None:
+      jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_MAX_BYTES)
 
 
 class QuietLibraries:

@@ -1,5 +1,7 @@
 """Programs traced once per machine (core/exported.py) and the LRF step that uses them."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,6 +68,26 @@ def test_an_unreadable_file_is_traced_again_and_replaced(tmp_path):
   assert len(traces) == 2 and float(out[1]["total"]) == 9.0
   TracedOnce(_counted(traces), "toy", "k", folder=tmp_path)(*args)
   assert len(traces) == 2                          # the rewritten file loads
+
+
+def test_the_kept_folder_is_bounded_least_recently_used_first(tmp_path, monkeypatch):
+  args = ({"a": jnp.ones(3)}, jnp.ones(2), jnp.float32(1.0))
+  TracedOnce(_counted([]), "toy", "old", folder=tmp_path)(*args)
+  one_program = sum(f.stat().st_size for f in tmp_path.iterdir())
+  TracedOnce(_counted([]), "toy", "used", folder=tmp_path)(*args)
+  for f in tmp_path.iterdir():                      # both written long ago
+    os.utime(f, (1000.0,) * 2)
+  traces = []
+  TracedOnce(_counted(traces), "toy", "used", folder=tmp_path)(*args)   # read: used now
+  assert not traces
+  # Room for two programs: a third one's files evict the least recently used's.
+  monkeypatch.setattr(exported, "MAX_KEPT_BYTES", int(2.5 * one_program))
+  TracedOnce(_counted([]), "toy", "new", folder=tmp_path)(*args)
+  assert len(list(tmp_path.glob("toy-*.bin"))) == 2
+  TracedOnce(_counted(traces), "toy", "used", folder=tmp_path)(*args)
+  assert not traces                                 # still kept
+  TracedOnce(_counted(traces), "toy", "old", folder=tmp_path)(*args)
+  assert len(traces) == 1                           # evicted: traced again
 
 
 def _count_compiles(compiles):

@@ -19,6 +19,9 @@ the whole module), 0.3 s of MiniLM's step. Its key adds what the compile reads
 beyond the program: $XLA_FLAGS, the device kind and the CPU's features. It is
 written only after a real compile: XLA:CPU does not re-serialize an executable that
 was itself loaded from the compilation cache (its kernels are missing at run time).
+
+The folder is bounded (`MAX_KEPT_BYTES`): every source change keys new files, so
+the least recently used are removed past the bound (`core/disk_cache.py`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,12 @@ import jax.numpy as jnp
 from absl import logging
 from jax.experimental import serialize_executable
 
+from optimas_jax.core import disk_cache
+
 _PACKAGE = pathlib.Path(__file__).resolve().parents[1]
+# Kept programs, executables and shapes per machine: ~40 versions of MiniLM's step
+# and SmolLM2's decode programs.
+MAX_KEPT_BYTES = 1 << 30
 
 
 @functools.cache
@@ -136,6 +144,7 @@ class TracedOnce:
     executable = folder / f"{stem}-{_compile_digest()}.xla"
     kept = _load_executable(executable)
     if kept is not None:
+      disk_cache.touch(path)        # the program behind it is in use too
       compiled, out_tree = kept
       return lambda args, leaves: jax.tree.unflatten(out_tree, compiled(*leaves))
     exported = out_tree = None
@@ -215,7 +224,9 @@ class TracedOnce:
     blob = path.read_bytes()
     tree_len = int.from_bytes(blob[:8], "little")
     out_tree = pickle.loads(blob[8:8 + tree_len])
-    return jax.export.deserialize(bytearray(blob[8 + tree_len:])), out_tree
+    exported = jax.export.deserialize(bytearray(blob[8 + tree_len:]))
+    disk_cache.touch(path)
+    return exported, out_tree
 
   @staticmethod
   def _save(path: pathlib.Path, exported, out_tree) -> None:
@@ -295,6 +306,7 @@ def _load_executable(path: pathlib.Path):
     compiled = serialize_executable.deserialize_and_load(
         kept["payload"], kept["in_tree"], kept["flat_out_tree"],
         execution_devices=devices)
+    disk_cache.touch(path)
     return compiled, kept["out_tree"]
   except Exception as e:  # pylint: disable=broad-except
     # A truncated or foreign file: compile again (and overwrite it).
@@ -320,6 +332,7 @@ def eval_shape_once(fn: Callable, name: str, static_key: str, *args):
   path = folder / f"{name}-{key}.shapes"
   try:
     kept = pickle.loads(path.read_bytes())
+    disk_cache.touch(path)
     return jax.tree.map(lambda sd: jax.ShapeDtypeStruct(sd[0], jnp.dtype(sd[1])), kept,
                         is_leaf=lambda x: isinstance(x, tuple))
   except Exception:  # pylint: disable=broad-except  (absent or unreadable: trace)
@@ -339,7 +352,8 @@ def _digest(parts) -> str:
 
 
 def _write_atomic(path: pathlib.Path, blob: bytes) -> None:
-  """A reader sees no file or the whole one (several processes may write it)."""
+  """A reader sees no file or the whole one (several processes may write it); then the
+  folder's least recently used files go past `MAX_KEPT_BYTES`."""
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
   try:
@@ -349,3 +363,5 @@ def _write_atomic(path: pathlib.Path, blob: bytes) -> None:
   except BaseException:
     pathlib.Path(tmp).unlink(missing_ok=True)
     raise
+  kept = [f for f in path.parent.iterdir() if not f.name.startswith(".")]
+  disk_cache.evict(kept, max_bytes=MAX_KEPT_BYTES, keep=path)

@@ -11,6 +11,9 @@ The folder's key holds what the conversion reads: the GGUF file's path, size and
 modification time, the dtype, the gguf/tokenizers versions and the source of the
 converting modules, so an edited converter converts again. A folder appears whole
 or not at all (written beside, then renamed); an unreadable one is converted again.
+Every checkout, environment or converter change keys a new folder, so only the
+`KEEP_PER_MODEL` most recently used conversions of a file name and dtype are kept
+(`core/disk_cache.py`).
 """
 
 from __future__ import annotations
@@ -33,10 +36,13 @@ import tokenizers
 from absl import logging
 from flax import traverse_util
 
+from optimas_jax.core import disk_cache
 from optimas_jax.models import llama, tokenizer as tok_lib
 
 _CONVERTERS = ("converted.py", "gguf_io.py", "weights.py", "tokenizer.py", "llama.py")
 _TOKENIZER_FIELDS = ("pad_id", "eos_ids", "bos_id", "add_bos", "chat_template", "max_id")
+# Conversions kept per GGUF file name and dtype (540 MB each for SmolLM2 in float32).
+KEEP_PER_MODEL = 2
 
 Converted = tuple  # (LlamaConfig, params, TextTokenizer)
 
@@ -62,7 +68,9 @@ def load_or_convert(path: pathlib.Path, dtype, convert: Callable[[], Converted])
     return convert()
   if target.is_dir():
     try:
-      return _read(target, dtype)
+      out = _read(target, dtype)
+      disk_cache.touch(target)
+      return out
     except Exception as e:  # pylint: disable=broad-except
       # A foreign or damaged folder: convert again and replace it.
       logging.warning("converted model %s unreadable (%s: %s); converting again", target,
@@ -73,6 +81,9 @@ def load_or_convert(path: pathlib.Path, dtype, convert: Callable[[], Converted])
     _write(target, *out)
   except OSError as e:            # a read-only or full disk: the model still loads
     logging.warning("converted model not kept in %s (%s)", target.parent, e)
+    return out
+  same = target.parent.glob(f"{path.stem}-{jnp.dtype(dtype).name}-*")
+  disk_cache.evict([p for p in same if p.is_dir()], max_entries=KEEP_PER_MODEL, keep=target)
   return out
 
 

@@ -1,5 +1,7 @@
 """A GGUF checkpoint converted once per machine (models/converted.py)."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,3 +75,27 @@ def test_the_key_follows_the_file_and_an_empty_setting_keeps_nothing(tmp_path, m
 def test_a_missing_gguf_file_names_the_path(tmp_path):
   with pytest.raises(Exception, match=r"missing\.gguf: GGUF file not found"):
     gguf_io.load_gguf(tmp_path / "missing.gguf", jnp.float32)
+
+
+def test_only_the_most_recently_used_conversions_are_kept(tmp_path, monkeypatch):
+  from optimas_jax.models.registry import load_backbone
+  tiny = load_backbone("tiny-llama")
+  model = (tiny.module.config, tiny.params, tiny.tokenizer)
+  monkeypatch.setenv("OPTIMAS_JAX_MODEL_CACHE", str(tmp_path / "kept"))
+  monkeypatch.setattr(converted, "KEEP_PER_MODEL", 2)
+  # The same file name in three checkouts: three keys, one name and dtype.
+  paths = {}
+  for i, version in enumerate(("v1", "v2", "v3")):
+    (tmp_path / version).mkdir()
+    paths[version] = tmp_path / version / "model.gguf"
+    paths[version].write_bytes(version.encode())
+  target = lambda v, dtype=jnp.float32: converted._target(paths[v], dtype)  # pylint: disable=protected-access
+  for i, version in enumerate(("v1", "v2")):
+    converted.load_or_convert(paths[version], jnp.float32, lambda: model)
+    os.utime(target(version), (1000.0 * (i + 1),) * 2)        # v1 used before v2
+  converted.load_or_convert(paths["v1"], jnp.bfloat16, lambda: model)
+  # Reading v1's conversion marks it used: v2 becomes the least recently used.
+  converted.load_or_convert(paths["v1"], jnp.float32, lambda: pytest.fail("v1 is kept"))
+  converted.load_or_convert(paths["v3"], jnp.float32, lambda: model)
+  kept = set((tmp_path / "kept").iterdir())
+  assert kept == {target("v1"), target("v3"), target("v1", jnp.bfloat16)}
