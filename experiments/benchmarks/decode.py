@@ -23,6 +23,7 @@ import argparse
 import os
 import json
 import platform
+import statistics
 import subprocess
 import sys
 
@@ -153,6 +154,9 @@ def side(name: str, batches, prompt_len: int, new_tokens: int, repeats: int,
   else:
     out, versions = bench_torch(backbone, batches, prompt_len, new_tokens, repeats, shared)
   return {"tokens_per_s": {b: r["tokens_per_s"] for b, r in out.items()},
+          "seconds": {b: r["seconds"] for b, r in out.items()},
+          "model_flops": {str(b): util.decode_flops(backbone.module.config, b, prompt_len,
+                                                    new_tokens) for b in batches},
           "load_s": round(load_s, 3), "versions": versions}
 
 
@@ -187,6 +191,7 @@ def main() -> None:
   flags = [f"--batch_sizes={args.batch_sizes}", f"--prompt_len={args.prompt_len}",
            f"--new_tokens={args.new_tokens}", f"--repeats={args.repeats}",
            f"--shared_prefix={args.shared_prefix}"]
+  peak = util.matmul_peak(args.threads)    # on the same cores, in this run
   runs = util.interleaved_runs(__file__, sides, flags, args.rounds, args.threads, cache_root)
   result = {"benchmark": "decode", "command": " ".join(["python", *sys.argv]),
             "model": "smollm2-135m (GGUF Q4_1 dequantized to float32)",
@@ -199,6 +204,15 @@ def main() -> None:
   for name in sides:
     result[name] = {str(b): util.spread([r["tokens_per_s"][str(b)] for r in runs[name]])
                     for b in batches}
+  result["matmul_peak"] = peak
+  if not args.shared_prefix:          # with a shared prefix the sides do different work
+    result["share_of_float32_peak"] = {
+        "label": "model FLOPs (util.decode_flops: every row prefilled, the LM head once per "
+                 "new token) / median wall seconds of the run / the float32 matmul peak "
+                 "measured in this run",
+        **{name: {str(b): round(statistics.median(
+            r["model_flops"][str(b)] / r["seconds"][str(b)] for r in runs[name])
+            / 1e9 / peak["float32_gflops"], 3) for b in batches} for name in sides}}
   if "torch" in sides:
     result["jax_over_torch_tokens_per_s"] = {
         str(b): round(result["jax"][str(b)]["median"] / result["torch"][str(b)]["median"], 2)

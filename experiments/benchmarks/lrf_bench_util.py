@@ -234,6 +234,50 @@ def run_side_process(argv: list[str], threads: int, env: dict | None = None,
                 "cores_busy": round(cpu / wall, 2) if wall > 0 else None}
 
 
+def matmul_peak(threads: int, n: int = 2048, iters: int = 5) -> dict:
+  """This machine's matmul peak under XLA:CPU on the benchmark's own cores, measured now
+  in a process of its own (matmul_peak.py's JAX child): GFLOP/s of the best of `iters`
+  n^3 products, float32 and bfloat16 (summed in float32)."""
+  import json  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "matmul_peak.py")
+  proc, usage = run_side_process([sys.executable, script, "--child=jax", f"--n={n}",
+                                  f"--iters={iters}"], threads, None,
+                                 capture_output=True, text=True)
+  lines = [l for l in proc.stdout.splitlines() if l.startswith("MATMUL_RESULT ")]
+  if proc.returncode or not lines:
+    raise RuntimeError(f"matmul peak probe failed: {proc.stderr[-1000:]}")
+  out = json.loads(lines[-1][len("MATMUL_RESULT "):])
+  return {"float32_gflops": round(out["float32"], 1),
+          "bfloat16_gflops": round(out["bfloat16"], 1),
+          "product": f"{n}x{n}x{n}, best of {iters}, XLA:CPU",
+          "cores_allowed": usage["cores_allowed"], "loadavg": loadavg()}
+
+
+def bert_flops_per_text(hidden: int, intermediate: int, layers: int, tokens: int,
+                        train: bool = True) -> float:
+  """Model FLOPs to encode one text of `tokens` tokens through `layers` BERT layers:
+  the Dense products (2 per weight per token) and attention's two products (2 x 2 x
+  tokens x hidden per token); x3 for forward + backward when `train`."""
+  per_token = 2 * (4 * hidden * hidden + 2 * hidden * intermediate) + 4 * tokens * hidden
+  return per_token * tokens * layers * (3 if train else 1)
+
+
+def decode_flops(cfg, batch: int, prompt_len: int, new_tokens: int) -> float:
+  """Model FLOPs of generating `new_tokens` for `batch` prompts of `prompt_len` tokens
+  with a Llama-family config (`cfg`: hidden_size, num_layers, num_heads, num_kv_heads,
+  head_dim, intermediate_size, vocab_size): 2 per layer weight per token processed,
+  attention's two products over the tokens before it, the LM head once per new token."""
+  h, d = cfg.hidden_size, cfg.head_dim
+  layer_weights = (h * cfg.num_heads * d + 2 * h * cfg.num_kv_heads * d
+                   + cfg.num_heads * d * h + 3 * h * cfg.intermediate_size)
+  total = 0.0
+  for position in range(prompt_len + new_tokens - 1):   # the last new token is not fed
+    total += cfg.num_layers * (2 * layer_weights + 4 * (position + 1) * cfg.num_heads * d)
+  total += new_tokens * 2 * h * cfg.vocab_size
+  return total * batch
+
+
 def load_record(before: list[float], after: list[float]) -> dict:
   """Load averages around one run, and whether the run counts as loaded: a 1-minute load
   above the machine's cores + 0.5 at either end. A loaded run is never quoted."""

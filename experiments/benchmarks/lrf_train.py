@@ -344,6 +344,31 @@ def summarize(runs: list[dict]) -> dict:
   return out
 
 
+def peak_shares(comparison: str, block: dict, train, backbone, max_len: int,
+                peak: dict) -> dict:
+  """Each side's training step as model GFLOP/s and as a share of the float32 matmul peak
+  measured in the same run. Model FLOPs: every text at max_len tokens (the benchmark's
+  Amazon texts all are, after truncation), forward + backward = 3 x forward; the full
+  fine-tune encodes all layers, the same algorithm the top layer only."""
+  cfg = backbone.module.config
+  grouped = sum(len(g.ids) for g in train) / sum(g.num_pairs() for g in train)
+  layers = cfg.num_layers if comparison == "full_finetune" else 1
+  per_text = util.bert_flops_per_text(cfg.hidden_size, cfg.intermediate_size, layers,
+                                      max_len)
+  texts_per_pair = {side: grouped for side in SIDES}
+  if comparison == "full_finetune":
+    texts_per_pair["torch"] = 2.0           # the reference: one forward per text of a pair
+  out = {"label": "model GFLOP/s of the training step (texts encoded per pair x FLOPs "
+                  "per text x median pairs/s) / the float32 matmul peak measured in "
+                  "this run", "flops_per_text": per_text}
+  for side in (s for s in SIDES if s in block):
+    gflops = texts_per_pair[side] * per_text * block[side]["pairs_per_s"] / 1e9
+    out[side] = {"texts_per_pair": round(texts_per_pair[side], 3),
+                 "gflops_per_s": round(gflops, 1),
+                 "share": round(gflops / peak["float32_gflops"], 3)}
+  return out
+
+
 def mixed_precision_record(f32: dict, mixed: dict, torch: dict | None, target_key: str):
   """Mixed precision beside float32 in the same framework (the like-for-like ratio:
   same work, data, trainable set, steps and threads; only the products' precision
@@ -418,6 +443,7 @@ def main():
                 max_len=args.max_len, text_stats=text_stats,
                 metric="held-out pairwise accuracy over the held-out groups' "
                        "pairs; ties count as wrong"))
+  out["matmul_peak"] = util.matmul_peak(args.threads)     # on the same cores, in this run
   with tempfile.TemporaryDirectory() as tmp:
     for comparison in args.comparisons.split(","):
       if comparison not in COMPARISONS:
@@ -452,6 +478,8 @@ def main():
         block[side]["cold_setup_s"] = first_run["setup_s"]
         block[side]["cold_first_run"] = first_run
       out[comparison] = block
+      block["share_of_float32_peak"] = peak_shares(comparison, block, train, backbone,
+                                                   args.max_len, out["matmul_peak"])
       if "jax" in block and "jax_mixed" in block:
         out[f"{comparison}_mixed_precision"] = mixed_precision_record(
             block["jax"], block["jax_mixed"], block.get("torch"), target_key)

@@ -45,7 +45,7 @@ def child(framework: str, n: int, iters: int) -> dict:
       out[jnp.dtype(dt).name] = 2 * n ** 3 / best / 1e9
   else:
     import torch  # pylint: disable=import-outside-toplevel
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
     for dt in (torch.float32, torch.bfloat16):
       a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
       torch.mm(a, b)
