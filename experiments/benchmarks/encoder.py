@@ -82,6 +82,7 @@ def main() -> None:
   os.makedirs(cache_root, exist_ok=True)
   flags = [f"--num_sentences={args.num_sentences}", f"--batch_size={args.batch_size}",
            f"--seq_len={args.seq_len}", f"--repeats={args.repeats}"]
+  peak = util.matmul_peak(args.threads)    # on the same cores, in this run
   runs = util.interleaved_runs(__file__, sides, flags, args.rounds, args.threads, cache_root)
   heads = {name: np.asarray(runs[name][0]["embeddings_head"]) for name in sides}
   for rs in runs.values():
@@ -96,6 +97,15 @@ def main() -> None:
             "runs": runs}
   for name in sides:
     result[name] = util.spread([r["sentences_per_s"] for r in runs[name]])
+  # all-MiniLM-L6-v2's shape: 6 layers, hidden 384, MLP 1536; forward only.
+  flops = util.bert_flops_per_text(384, 1536, 6, args.seq_len, train=False)
+  result["matmul_peak"] = peak
+  result["share_of_float32_peak"] = {
+      "label": f"model FLOPs of one {args.seq_len}-token sentence's forward "
+               "(util.bert_flops_per_text) x median sentences/s / the float32 matmul peak "
+               "measured in this run",
+      **{name: round(flops * result[name]["median"] / 1e9 / peak["float32_gflops"], 3)
+         for name in sides}}
   if "torch" in sides:
     result["jax_over_torch_sentences_per_s"] = round(
         result["jax"]["median"] / result["torch"]["median"], 2)
