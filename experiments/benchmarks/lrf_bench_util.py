@@ -1,9 +1,10 @@
-"""Framework-free pieces shared by both sides of lrf_train.py.
+"""Framework-free pieces shared by the benchmarks and both sides of each.
 
-Imported by the JAX child and the PyTorch child alike, so it imports neither
-framework: a clock that leaves evaluation out, the learning-rate schedule
-both sides follow step for step, peak RSS, load average, and the step plan
-read from the spec file the parent writes.
+Imported by JAX and PyTorch children alike, so it imports neither framework: a
+clock that leaves evaluation out, the learning-rate schedule both LRF sides follow
+step for step, peak RSS and load average; the side processes pinned to their cores
+with the CPU they used measured (`run_side_process`), the matmul peak measured in a
+run (`matmul_peak`) and the model FLOPs that turn a rate into a share of it.
 """
 
 from __future__ import annotations
