@@ -38,7 +38,8 @@ import numpy as np
 
 from optimas_jax.models import llama
 from optimas_jax.models.generate import (Completion, bucket_batch, bucket_length,
-                                         check_sampling, top_p_filter)
+                                         categorical, check_sampling, first_argmax,
+                                         top_p_filter)
 from optimas_jax.models.tokenizer import pad_ids
 
 MIN_SPAN = 64         # the shortest attention span a decode call compiles
@@ -62,8 +63,8 @@ def sample_rows(logits, keys, temperature, top_p):
   # All-greedy batches skip the draw (a Gumbel sample over the vocabulary per row).
   drawn = jax.lax.cond(
       jnp.all(greedy), lambda: jnp.zeros(logits.shape[:1], jnp.int32),
-      lambda: jax.vmap(jax.random.categorical)(keys, filtered).astype(jnp.int32))
-  token = jnp.where(greedy, jnp.argmax(logits, axis=-1).astype(jnp.int32), drawn)
+      lambda: categorical(keys, filtered))
+  token = jnp.where(greedy, first_argmax(logits), drawn)
   logp = jax.nn.log_softmax(scaled, axis=-1)
   return token, jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
 

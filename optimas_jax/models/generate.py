@@ -75,6 +75,23 @@ def top_p_filter(logits, top_p):
   return jnp.where(logits >= cutoff, logits, -jnp.inf)
 
 
+def first_argmax(x):
+  """``jnp.argmax(x, axis=-1)`` (first index of the maximum; a NaN counts as the
+  maximum), as a max and a min-index reduction: XLA:CPU runs the variadic reduce
+  of argmax at a quarter of their speed (8 x 49152 logits: 0.98 -> 0.28 ms)."""
+  top = jnp.max(x, axis=-1, keepdims=True)
+  index = jnp.arange(x.shape[-1], dtype=jnp.int32)
+  return jnp.min(jnp.where((x == top) | jnp.isnan(x), index, x.shape[-1]), axis=-1)
+
+
+def categorical(keys, logits):
+  """``jax.vmap(jax.random.categorical)(keys, logits)``, the same draws: each row's
+  Gumbel noise from its own key, then ``first_argmax``. XLA:CPU fuses the noise into
+  argmax's variadic reduce, 3.9 ms for 8 x 49152 logits; this runs in 1.2 ms."""
+  gumbel = jax.vmap(lambda key: jax.random.gumbel(key, logits.shape[-1:], logits.dtype))
+  return first_argmax(gumbel(keys) + logits)
+
+
 def sample(logits, keys, temperature, top_p):
   """Next token (B,) and its log-prob, from float32 logits (B, V) and (B,) typed keys.
 
@@ -86,10 +103,9 @@ def sample(logits, keys, temperature, top_p):
   def draw():
     scaled = logits / temperature
     scaled = jax.lax.cond(top_p < 1.0, lambda s: top_p_filter(s, top_p), lambda s: s, scaled)
-    return jax.vmap(jax.random.categorical)(keys, scaled).astype(jnp.int32)
+    return categorical(keys, scaled)
 
-  token = jax.lax.cond(temperature > 0, draw,
-                       lambda: jnp.argmax(logits, axis=-1).astype(jnp.int32))
+  token = jax.lax.cond(temperature > 0, draw, lambda: first_argmax(logits))
   scale = jnp.where(temperature > 0, temperature, 1.0)
   logp = jax.nn.log_softmax(logits / scale, axis=-1)
   return token, jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]

@@ -95,6 +95,22 @@ def test_top_p_filter_keeps_smallest_nucleus():
   assert kept.tolist() == [[True, False, False, False]]
 
 
+def test_categorical_and_first_argmax_draw_what_jax_random_draws():
+  # The faster formulations must not move any seeded sample: same tokens as
+  # jax.random.categorical / jnp.argmax, including ties, -inf (top-p cut) and NaN.
+  reference = jax.jit(jax.vmap(jax.random.categorical))
+  fast = jax.jit(generate.categorical)
+  for seed in range(12):
+    logits = jax.random.normal(jax.random.key(100 + seed), (5, 3000)) * (1 + seed)
+    logits = logits.at[:, ::7].set(-jnp.inf)
+    keys = jax.random.split(jax.random.key(seed), 5)
+    np.testing.assert_array_equal(fast(keys, logits), reference(keys, logits))
+  x = jnp.array([[1.0, 3.0, 3.0, 2.0], [-jnp.inf, -jnp.inf, 0.0, 0.0],
+                 [0.0, jnp.nan, 5.0, jnp.nan], [-jnp.inf] * 4, [2.0, 1.0, 0.0, -1.0]])
+  np.testing.assert_array_equal(generate.first_argmax(x), jnp.argmax(x, axis=-1))
+  assert generate.first_argmax(x).dtype == jnp.int32
+
+
 def test_bfloat16_generation_runs(tiny):
   module, params = tiny
   cfg = module.config.replace(dtype=jnp.bfloat16)
