@@ -19,7 +19,9 @@ A step is sampling + the reference pass + forward/backward + the optimizer
 step (the reward is a cheap host function on both sides). Each side runs
 in its own process (this script with --side=...; TRL in rl_step_trl.py);
 a third process first writes the shared inputs (HF model folder, prompts).
-Prints one JSON object: median step seconds after --warmup steps, tokens/s
+Both sides' step is a wall clock around the whole step (TRL: its step callbacks;
+JAX: the call, which returns host stats), and the JAX trainer's own clock
+must agree with it. Prints one JSON object: median step seconds after --warmup steps, tokens/s
 (generated tokens / step time), each child's peak RSS, and the ratio TRL
 seconds / JAX seconds. Each side runs --rounds times, interleaved (JAX, TRL,
 JAX, ...), with the load average before and after each process and the same
