@@ -110,7 +110,37 @@ def enable_compilation_cache() -> None:
     # Bounded: every source change compiles new programs and nothing reads the old
     # ones again. JAX evicts the least recently used; it needs filelock to do so.
     if importlib.util.find_spec("filelock") is not None:
+      stamp_unstamped_entries(path)
       jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_MAX_BYTES)
+
+
+# JAX's bounded cache (jax/_src/lru_cache.py): entry `<key>-cache`, its last use in
+# `<key>-atime` (8 bytes, little-endian nanoseconds).
+_ENTRY, _STAMP = "-cache", "-atime"
+
+
+def stamp_unstamped_entries(path: str) -> None:
+  """Gives every entry of the compilation cache at `path` a last-use stamp.
+
+  JAX's bounded cache reads every entry's stamp before it writes a new one, and
+  one missing stamp (an entry written without the bound: an older version of this
+  package, another program on the same folder) fails every write after it: each
+  new program is compiled again in every process. A missing stamp becomes the
+  entry's modification time.
+  """
+  try:
+    names = set(os.listdir(path))
+  except OSError:
+    return
+  for name in names:
+    if name.endswith(_ENTRY) and name[:-len(_ENTRY)] + _STAMP not in names:
+      entry = os.path.join(path, name)
+      try:
+        stamp = os.stat(entry).st_mtime_ns.to_bytes(8, "little")
+        with open(entry[:-len(_ENTRY)] + _STAMP, "xb") as f:
+          f.write(stamp)
+      except OSError:          # removed, or stamped, by another process meanwhile
+        pass
 
 
 class QuietLibraries:
