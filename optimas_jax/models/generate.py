@@ -65,14 +65,37 @@ def check_sampling(temperature: float, top_p: float, key, key_name: str) -> None
     raise ValueError(f"sampling (temperature > 0) needs an explicit {key_name} key")
 
 
+def _float_order(x):
+  """int32 keys ordered as the float32 values `x` (-0.0 counted as 0.0)."""
+  bits = jax.lax.bitcast_convert_type(jnp.where(x == 0, 0.0, x).astype(jnp.float32), jnp.int32)
+  return jnp.where(bits < 0, bits ^ jnp.int32(0x7FFFFFFF), bits)
+
+
 def top_p_filter(logits, top_p):
-  """Keeps the smallest set of tokens whose probability mass reaches ``top_p``."""
-  sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
-  probs = jax.nn.softmax(sorted_logits, axis=-1)
-  mass_before = jnp.cumsum(probs, axis=-1) - probs
-  kept = jnp.where(mass_before < top_p, sorted_logits, jnp.inf)
-  cutoff = jnp.min(kept, axis=-1, keepdims=True)   # smallest kept logit (top-1 always kept)
-  return jnp.where(logits >= cutoff, logits, -jnp.inf)
+  """Keeps the smallest set of tokens whose probability mass reaches ``top_p`` (with
+  every token tied with the last one kept); the rest become -inf.
+
+  The cutoff is the smallest logit whose higher-logit tokens hold less than
+  ``top_p`` of the mass, found by bisection over float32's order: 32 masked sums
+  over the vocabulary. A sort finds it too, but XLA:CPU sorts 49,152 logits in
+  ~9 ms a row (a decode step at batch 8 went from ~50 to ~125 ms). The masses are
+  float32 sums, so a token whose mass before it is within float32 rounding of
+  ``top_p`` (~1e-7) may fall either side, as it may with a sort and a cumsum.
+  """
+  top = jnp.max(logits, axis=-1, keepdims=True)
+  weights = jnp.exp(logits - top)
+  budget = top_p * jnp.sum(weights, axis=-1, keepdims=True)
+  keys = _float_order(logits)
+
+  def halve(_, bounds):
+    lo, hi = bounds          # mass above lo's value >= budget > mass above hi's
+    mid = (lo & hi) + ((lo ^ hi) >> 1)        # floor((lo + hi) / 2), no overflow
+    fits = jnp.sum(jnp.where(keys > mid, weights, 0.0), axis=-1, keepdims=True) < budget
+    return jnp.where(fits, lo, mid), jnp.where(fits, mid, hi)
+
+  bounds = (jnp.min(keys, axis=-1, keepdims=True) - 1, jnp.max(keys, axis=-1, keepdims=True))
+  _, cutoff = jax.lax.fori_loop(0, 32, halve, bounds)
+  return jnp.where(keys >= cutoff, logits, -jnp.inf)
 
 
 def first_argmax(x):

@@ -95,6 +95,39 @@ def test_top_p_filter_keeps_smallest_nucleus():
   assert kept.tolist() == [[True, False, False, False]]
 
 
+def _nucleus_float64(row, top_p):
+  """The smallest top set whose mass reaches top_p (ties with its last kept), in
+  float64, and whether float32 rounding could move its edge."""
+  order = np.argsort(-row, kind="stable")
+  probs = np.exp(row[order] - row[order[0]])
+  probs /= probs.sum()
+  before = np.cumsum(probs) - probs
+  cutoff = row[order][before < top_p].min()
+  near = np.abs(before - top_p) < 1e-5
+  return row >= cutoff, bool(near.any())
+
+
+def test_top_p_filter_keeps_the_nucleus_a_float64_sort_keeps():
+  rng = np.random.default_rng(0)
+  checked = 0
+  for trial in range(60):
+    rows = rng.standard_normal((4, 3000)) * rng.uniform(0.3, 6)
+    rows[:, ::40] = rows[:, 1:2]                              # ties
+    rows[1, :5] = -np.inf                                      # already cut
+    top_p = float(rng.choice([0.05, 0.5, 0.9, 0.95, 0.99]))
+    kept = np.isfinite(np.asarray(generate.top_p_filter(jnp.asarray(rows, jnp.float32), top_p)))
+    for row, got in zip(rows.astype(np.float32).astype(np.float64), kept):
+      want, near = _nucleus_float64(row, top_p)
+      if not near:
+        np.testing.assert_array_equal(got, want)
+        checked += 1
+  assert checked > 200
+  # A per-row top_p (the continuous decoder's), broadcast against the rows.
+  rows = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]] * 2))
+  kept = np.isfinite(np.asarray(generate.top_p_filter(rows, jnp.array([[0.7], [0.9]]))))
+  assert kept.tolist() == [[True, True, False, False], [True, True, True, False]]
+
+
 def test_categorical_and_first_argmax_draw_what_jax_random_draws():
   # The faster formulations must not move any seeded sample: same tokens as
   # jax.random.categorical / jnp.argmax, including ties, -inf (top-p cut) and NaN.
