@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
 import lrf_bench_util as util
 
@@ -56,13 +55,7 @@ def main():
     for (name, b) in times:
       fn, weights, _ = table[name]
       x = jax.random.normal(jax.random.PRNGKey(b), (b, K))
-      jax.block_until_ready(fn(x, *weights))
-      runs = []
-      for _ in range(args.iters):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(x, *weights))
-        runs.append(time.perf_counter() - t)
-      times[(name, b)].append(statistics.median(runs))
+      times[(name, b)].append(util.median_call_seconds(lambda: fn(x, *weights), args.iters))
   result = {"benchmark": "int8_weights", "product": f"(B, {K}) x ({K}, {N}) "
             "(SmolLM2-135M's LM head)", "jax": jax.__version__, "repeats": args.repeats,
             "iters": args.iters, "cpus": os.cpu_count(), "ms": {}, "weight_gb_per_s": {}}

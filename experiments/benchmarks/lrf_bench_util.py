@@ -235,6 +235,19 @@ def run_side_process(argv: list[str], threads: int, env: dict | None = None,
                 "cores_busy": round(cpu / wall, 2) if wall > 0 else None}
 
 
+def median_call_seconds(fn, iters: int) -> float:
+  """Median wall seconds of `iters` calls of `fn` (which returns JAX arrays, waited on),
+  after one call that compiles it."""
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.block_until_ready(fn())
+  runs = []
+  for _ in range(iters):
+    t = time.perf_counter()
+    jax.block_until_ready(fn())
+    runs.append(time.perf_counter() - t)
+  return statistics.median(runs)
+
+
 def matmul_peak(threads: int, n: int = 2048, iters: int = 5) -> dict:
   """This machine's matmul peak under XLA:CPU on the benchmark's own cores, measured now
   in a process of its own (matmul_peak.py's JAX child): GFLOP/s of the best of `iters`

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
 import numpy as np
 
@@ -79,13 +78,7 @@ def main():
   for _ in range(args.repeats):
     for (name, b) in times:
       fn, (keys, logits) = table[name], inputs[b]
-      jax.block_until_ready(fn(keys, logits))
-      runs = []
-      for _ in range(args.iters):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(keys, logits))
-        runs.append(time.perf_counter() - t)
-      times[(name, b)].append(statistics.median(runs))
+      times[(name, b)].append(util.median_call_seconds(lambda: fn(keys, logits), args.iters))
   result = {"benchmark": "sampling_draw", "logits": f"(B, {VOCAB}) float32",
             "same_tokens": True, "top_p_rows_differing": top_p_rows_differing,
             "jax": jax.__version__, "repeats": args.repeats,
