@@ -49,9 +49,10 @@ def evict(entries: Iterable[pathlib.Path], *, max_bytes: int | None = None,
     except OSError:
       return float("-inf")
 
-  # `keep` claims its room first, then the others from the most recently used.
+  # `keep` claims its room first, then the others from the most recently used (ties in
+  # a fixed order, not the folder listing's).
   ranked = sorted((p for p in entries if p.exists()),
-                  key=lambda p: (p == keep, last_use(p)), reverse=True)
+                  key=lambda p: (p == keep, last_use(p), str(p)), reverse=True)
   sizes = {p: size_of(p) for p in ranked} if max_bytes is not None else {}
   total, count, removed, over = 0, 0, [], False
   for path in ranked:
