@@ -16,15 +16,19 @@ state dict), the same tokenizer and prompt token ids, and the same step:
   one inner epoch, one AdamW step at a constant rate, float32 on CPU.
 
 A step is sampling + the reference pass + forward/backward + the optimizer
-step (the reward is a cheap host function on both sides). Each side runs
+step (the reward is a cheap host function on both sides). Two JAX sides:
+`jax`, the trainer as it runs (a group's G samples share their prompt, which
+the reference pass and the update run once per group: the same log-probs and
+gradients, less work than TRL's), and `jax_full` (share_prompts=False: every
+row runs its prompt, TRL's work), whose ratio is the like-for-like one. Each side runs
 in its own process (this script with --side=...; TRL in rl_step_trl.py);
 a third process first writes the shared inputs (HF model folder, prompts).
 Both sides' step is a wall clock around the whole step (TRL: its step callbacks;
 JAX: the call, which returns host stats), and the JAX trainer's own clock
 must agree with it. Prints one JSON object: median step seconds after --warmup steps, tokens/s
 (generated tokens / step time), each child's peak RSS, and the ratio TRL
-seconds / JAX seconds. Each side runs --rounds times, interleaved (JAX, TRL,
-JAX, ...), with the load average before and after each process and the same
+seconds / JAX seconds for each JAX side. Each side runs --rounds times, interleaved (J, F, T,
+J, F, T, ...), with the load average before and after each process and the same
 thread count on both sides (--threads); the result is quotable only without
 a loaded run.
 """
@@ -55,7 +59,9 @@ PROMPT_TEXT = ("Optimas optimizes compound AI systems with globally aligned loca
 def parse(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--out", default="", help="also write the JSON here")
-  p.add_argument("--sides", default="jax,trl")
+  p.add_argument("--sides", default="jax,jax_full,trl",
+                 help="jax: RLTrainer (a group's prompt run once in the passes); jax_full: "
+                      "RLTrainer with share_prompts=False (every row runs its prompt, as TRL)")
   p.add_argument("--prompts", type=int, default=2, help="B")
   p.add_argument("--group_size", type=int, default=4, help="G")
   p.add_argument("--prompt_len", type=int, default=32, help="prompt tokens (exact)")
@@ -73,7 +79,8 @@ def parse(argv=None):
   p.add_argument("--threads", type=int, default=os.cpu_count())
   p.add_argument("--measure_lora", action="store_true",
                  help="also time merged vs unmerged LoRA (sampling, update) in JAX")
-  p.add_argument("--side", choices=("prepare", "jax", "lora"), help=argparse.SUPPRESS)
+  p.add_argument("--side", choices=("prepare", "jax", "jax_full", "lora"),
+                 help=argparse.SUPPRESS)
   p.add_argument("--spec", help=argparse.SUPPRESS)
   return p.parse_args(argv)
 
@@ -194,7 +201,7 @@ def _rl_config(spec, **overrides):
                                        targets=tuple(spec["targets"])), **overrides)
 
 
-def run_jax(spec: dict) -> dict:
+def run_jax(spec: dict, share_prompts: bool = True) -> dict:
   # pylint: disable=import-outside-toplevel
   import jax
   import numpy as np
@@ -208,7 +215,7 @@ def run_jax(spec: dict) -> dict:
   encoded = llm.tokenizer.encode_batch(spec["prompts"], add_special_tokens=False)
   if [list(e) for e in encoded] != spec["prompt_ids"]:
     raise RuntimeError("JAX side tokenized the prompts differently from the spec")
-  trainer = RLTrainer(llm, _rl_config(spec), seed=spec["seed"])
+  trainer = RLTrainer(llm, _rl_config(spec, share_prompts=share_prompts), seed=spec["seed"])
   setup_s = time.perf_counter() - t0
   reward = lambda prompts, completions: np.asarray(vowel_fraction(completions), np.float32)
   steps = []
@@ -234,6 +241,7 @@ def run_jax(spec: dict) -> dict:
     raise RuntimeError(f"RLTrainer.step's clock misses {gap:.2f} s of a "
                        f"{med('seconds'):.2f} s step")
   return dict(framework=f"jax {jax.__version__} ({jax.default_backend()})",
+              share_prompts=share_prompts,
               step_seconds_median=round(med("seconds"), 3),
               sample_seconds_median=round(med("sample_seconds"), 3),
               update_seconds_median=round(med("update_seconds"), 3),
@@ -273,16 +281,13 @@ def measure_lora(spec: dict, repeats: int = 3) -> dict:
   mask = jnp.ones_like(ids)
   stops = jnp.full((rows, 8), -1, jnp.int32)
   keys = jax.random.split(jax.random.key(0), rows)
-  sample_args = (ids, mask, stops, jnp.ones((rows,), bool), keys, jnp.float32(1.0),
+  # No shared prefix; every row prefills its own prompt.
+  sample_args = (None, ids, mask, None, stops, jnp.ones((rows,), bool), keys, jnp.float32(1.0),
                  jnp.float32(1.0), jnp.int32(spec["pad_id"]))
 
   decode = gen_lib._generate  # pylint: disable=protected-access
-
-  def sample_unmerged(base, adapter, *args):
-    with lora.unmerged(adapter):
-      return decode(module, tlen, base, *args)
-  plain = jax.jit(lambda params, *args: decode(module, tlen, params, *args))
-  unmerged = jax.jit(sample_unmerged)
+  plain = jax.jit(lambda params, *args: decode(module, tlen, params, None, *args))
+  unmerged = jax.jit(lambda base, adapter, *args: decode(module, tlen, base, adapter, *args))
   tokens, _ = plain(lora.merge(base, adapter), *sample_args)
   batch = {"prompt_ids": ids, "prompt_mask": mask, "completion_ids": tokens,
            "completion_mask": jnp.ones((rows, tlen), jnp.float32)}
@@ -345,7 +350,8 @@ def main(argv=None) -> None:
   args = parse(argv)
   if args.side:
     spec = json.loads(pathlib.Path(args.spec).read_text())
-    emit({"prepare": prepare, "jax": run_jax, "lora": measure_lora}[args.side](spec))
+    emit({"prepare": prepare, "jax": run_jax, "lora": measure_lora,
+          "jax_full": lambda spec: run_jax(spec, share_prompts=False)}[args.side](spec))
     return
   sides = args.sides.split(",")
   with tempfile.TemporaryDirectory(prefix="rl_step-") as workdir:
@@ -370,7 +376,8 @@ def main(argv=None) -> None:
         statistic=f"median of {args.steps} steps after {args.warmup} warm-up step(s)",
         machine=dict(cpu_count=os.cpu_count(), platform=platform.platform(),
                      loadavg_at_start=loadavg()))
-    commands = {"jax": [__file__, "--side=jax"], "trl": [str(HERE / "rl_step_trl.py")]}
+    commands = {"jax": [__file__, "--side=jax"], "jax_full": [__file__, "--side=jax_full"],
+                "trl": [str(HERE / "rl_step_trl.py")]}
     cache_root = os.path.expanduser("~/.cache/optimas_jax/bench")
     os.makedirs(cache_root, exist_ok=True)
     runs = {name: [] for name in sides}
@@ -389,13 +396,16 @@ def main(argv=None) -> None:
     result["quotable"] = result["loaded_runs"] == 0
     if args.measure_lora:
       result["lora_application"] = child([__file__, "--side=lora"], str(spec_path))
-  if "jax" in result and "trl" in result:
-    jax_s, trl_s = (result["jax"]["step_seconds"]["median"],
-                    result["trl"]["step_seconds"]["median"])
-    result["trl_over_jax_step_seconds"] = round(trl_s / jax_s, 2)
-    result["ratio_label"] = ("TRL GRPOTrainer median step seconds / optimas_jax RLTrainer "
-                             "median step seconds (medians over the interleaved processes; "
-                             "same step, above); > 1: JAX faster")
+  labels = {"jax": "a group's prompt run once in the reference pass and the update (the "
+                  "same log-probs and gradients; less work than TRL's, which runs it per row)",
+            "jax_full": "every row runs its own prompt, as TRL: the same work (like for like)"}
+  for name, label in labels.items():
+    if name in result and "trl" in result:
+      result[f"trl_over_{name}_step_seconds"] = round(
+          result["trl"]["step_seconds"]["median"] / result[name]["step_seconds"]["median"], 2)
+      result[f"trl_over_{name}_label"] = (
+          f"TRL GRPOTrainer median step seconds / optimas_jax RLTrainer ({label}) median step "
+          "seconds, medians over the interleaved processes; > 1: JAX faster")
   result["machine"]["loadavg_at_end"] = loadavg()
   text = json.dumps(result, indent=1)
   print(text)

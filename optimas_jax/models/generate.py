@@ -11,7 +11,8 @@ the batch bucket or the chunk it ran in (its log-probs may move in the last
 float bits with the batch's shapes).
 
 A prompt prefix that every row of a batch shares (a system prompt) is prefilled
-once and its keys and values copied to every row (``prefix_reuse``).
+once and its keys and values copied to every row; so is a whole prompt that
+several rows share (a GRPO group's samples), for those rows (``prefix_reuse``).
 
 Prompts longer than the context are truncated from the start (the end of a
 prompt is what the answer depends on); ``Completion.truncated`` counts the
@@ -183,7 +184,8 @@ def applier(module: llama.LlamaDecoder, params, adapter):
 
 
 def _generate(module: llama.LlamaDecoder, max_new_tokens: int, params, adapter, prefix_ids,
-              prompt_ids, prompt_mask, stop_ids, active, keys, temperature, top_p, pad_id):
+              prompt_ids, prompt_mask, row_prompt, stop_ids, active, keys, temperature, top_p,
+              pad_id):
   """Traced body: prefill the left-padded prompts, then decode until all rows stop.
 
   ``keys`` (B,) are the rows' own keys; step i samples with ``fold_in(keys[b], i)``.
@@ -191,30 +193,39 @@ def _generate(module: llama.LlamaDecoder, max_new_tokens: int, params, adapter, 
   ``prefix_ids`` (1, P): tokens every row starts with, prefilled once and their keys
   and values copied to every row (None: no shared prefix). The cache then holds
   [prefix | left-padded rest of each prompt | new tokens].
+  ``row_prompt`` (B,): row b's prompt is ``prompt_ids[row_prompt[b]]``, so rows
+  with equal prompts (a GRPO group) prefill it once and copy its keys, values and
+  last logits; None: row b's prompt is row b of ``prompt_ids``.
   """
-  batch, rest = prompt_ids.shape
+  prompts, rest = prompt_ids.shape
+  batch = stop_ids.shape[0]
   shared = 0 if prefix_ids is None else prefix_ids.shape[1]
   plen = shared + rest
   total = plen + max_new_tokens
   apply = applier(module, params, adapter)
   slots = jnp.arange(total)
-  prompt_mask = jnp.concatenate([jnp.ones((batch, shared), prompt_mask.dtype), prompt_mask], 1)
-  # Keys a query may see: real prompt tokens, then every generated slot (causality added below).
-  key_ok = jnp.concatenate([prompt_mask.astype(bool), jnp.ones((batch, max_new_tokens), bool)], 1)
-  pad_count = plen - jnp.sum(prompt_mask, axis=1)
+  prompt_mask = jnp.concatenate([jnp.ones((prompts, shared), prompt_mask.dtype), prompt_mask],
+                                1)
   causal = lambda queries: slots[None, None, :] <= queries[None, :, None]
   if prefix_ids is None:
-    cache = llama.init_cache(module.config, batch, total)
+    cache = llama.init_cache(module.config, prompts, total)
   else:
     one = llama.init_cache(module.config, 1, total)
     _, one = apply(prefix_ids, jnp.arange(shared)[None], causal(jnp.arange(shared)), one, 0,
                    method=module.forward_cached)
-    cache = jax.tree.map(lambda c: jnp.broadcast_to(c, (batch,) + c.shape[1:]), one)
+    cache = jax.tree.map(lambda c: jnp.broadcast_to(c, (prompts,) + c.shape[1:]), one)
 
   positions = llama.positions_from_mask(prompt_mask)[:, shared:]
+  # Keys a query may see: real prompt tokens, then every generated slot (causality added below).
+  key_ok = jnp.concatenate([prompt_mask.astype(bool),
+                            jnp.ones((prompts, max_new_tokens), bool)], 1)
   mask = key_ok[:, None, :] & causal(shared + jnp.arange(rest))
   hidden, cache = apply(prompt_ids, positions, mask, cache, shared, method=module.forward_cached)
   logits = apply(hidden[:, -1], method=module.project)
+  if row_prompt is not None:
+    rows = lambda x: jnp.take(x, row_prompt, axis=0)
+    cache, logits, prompt_mask, key_ok = jax.tree.map(rows, (cache, logits, prompt_mask, key_ok))
+  pad_count = plen - jnp.sum(prompt_mask, axis=1)
   token, logp = sample(logits, _fold_step(keys, 0), temperature, top_p)
   is_stop = lambda t: jnp.any(t[:, None] == stop_ids, axis=1)
   done = ~active | is_stop(token)
@@ -256,8 +267,9 @@ class Generator:
                max_context: int | None = None, max_traces: int | None = None,
                max_batch_tokens: int = 16384, mesh=None, prefix_reuse: bool = True):
     self.module, self.params, self.pad_id = module, params, int(pad_id)
-    # A prompt prefix every row of a batch shares (a system prompt) is prefilled once.
-    # Not with a mesh: there each device prefills its own rows.
+    # A prompt prefix every row of a batch shares (a system prompt), and a prompt
+    # several rows share (a GRPO group's samples), is prefilled once. Not over
+    # several devices: there each device prefills its own rows.
     self.prefix_reuse = prefix_reuse
     # With a ("data", "fsdp") mesh, each batch's rows are split over every device and
     # the weights are used where they lie (split over "fsdp" by core/mesh's rule).
@@ -277,10 +289,10 @@ class Generator:
     if key not in self._programs:
       module = self.module
 
-      def body(params, adapter, prefix, ids, mask, stops, active, key_data, *rest):
+      def body(params, adapter, prefix, ids, mask, row_prompt, stops, active, key_data, *rest):
         keys = jax.random.wrap_key_data(key_data, impl=impl)
-        return _generate(module, max_new_tokens, params, adapter, prefix, ids, mask, stops,
-                         active, keys, *rest)
+        return _generate(module, max_new_tokens, params, adapter, prefix, ids, mask,
+                         row_prompt, stops, active, keys, *rest)
 
       if self._max_traces is not None:
         body = chex.assert_max_traces(body, n=self._max_traces)
@@ -288,19 +300,25 @@ class Generator:
       # where they lie), as jax.jit takes it; the scalars are placed by jit.
       self._programs[key] = TracedOnce(
           body, "generate", f"{module!r}|max_new_tokens={max_new_tokens}|impl={impl}",
-          in_shardings=(None,) * 11)
+          in_shardings=(None,) * 12)
     return self._programs[key]
 
   def generate_ids(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
                    stop_ids: Sequence[int] | Sequence[Sequence[int]] = (),
                    temperature: float = 0.0, top_p: float = 1.0, rng=None,
-                   params=None, adapter=None) -> list[Completion]:
+                   params=None, adapter=None, repeated_prompts: bool = False
+                   ) -> list[Completion]:
     """Completions for token-id prompts; ``stop_ids`` shared or one list per row.
 
     ``params`` replaces the generator's own weights for this call (e.g. base
     + a merged LoRA adapter); same tree and shapes, so no recompilation.
     ``adapter`` is a LoRA adapter applied unmerged (lora.sampling_mode of a
     low-precision base); one more compiled program per shape.
+
+    ``repeated_prompts``: rows repeat prompts by design (a GRPO group's
+    samples): each distinct prompt is prefilled once for its rows (with
+    ``prefix_reuse``), at the cost of a compiled program per (batch,
+    distinct prompts) bucket; the same tokens.
 
     ``rng`` (needed when temperature > 0): one key per prompt, stacked on
     axis 0 (``BatchRng.jax_keys()``), or a single key, from which prompt r
@@ -332,7 +350,8 @@ class Generator:
       hi = min(lo + step, len(rows))
       chunk_keys = self._chunk_keys(keys, lo, hi, bucket_batch(hi - lo))
       out += self._chunk(rows[lo:hi], row_stops[lo:hi], max_new_tokens, temperature, top_p,
-                         chunk_keys, self.params if params is None else params, adapter)
+                         chunk_keys, self.params if params is None else params, adapter,
+                         repeated_prompts)
     return out
 
   def _on_mesh(self, rows_in):
@@ -347,12 +366,27 @@ class Generator:
     """Tokens all rows start with, prefilled once: a multiple of ``prompt_multiple``
     (few compiled shapes), at least one multiple, and one token short of the shortest
     row (the last prompt token's logits start the decode)."""
-    if not self.prefix_reuse or len(rows) < 2 or self.mesh is not None:
+    if not self._reuse_prefill() or len(rows) < 2:
       return 0
     first, n = rows[0], min(len(r) for r in rows) - 1
     for r in rows[1:]:
       n = next((i for i in range(n) if r[i] != first[i]), n)
     return n // self.prompt_multiple * self.prompt_multiple
+
+  def _reuse_prefill(self) -> bool:
+    return self.prefix_reuse and (self.mesh is None or self.mesh.size == 1)
+
+  def _distinct_prompts(self, rows, batch: int, repeated: bool = True):
+    """(prompts to prefill, row b's index among them as a (batch,) array), or
+    (rows, None) when every row is its own prompt (or reuse is off)."""
+    if not repeated or not self._reuse_prefill():
+      return rows, None
+    index: dict[tuple, int] = {}
+    row_prompt = np.asarray([index.setdefault(tuple(r), len(index)) for r in rows], np.int32)
+    if bucket_batch(len(index)) >= batch:
+      return rows, None
+    distinct = [list(r) for r in index]
+    return distinct + [distinct[-1]] * (bucket_batch(len(index)) - len(index)), row_prompt
 
   @staticmethod
   def _chunk_keys(keys, lo: int, hi: int, batch: int):
@@ -363,7 +397,7 @@ class Generator:
     return keys[np.minimum(np.arange(lo, lo + batch), hi - 1)]
 
   def _chunk(self, rows, row_stops, max_new_tokens, temperature, top_p, keys, params,
-             adapter=None):
+             adapter=None, repeated_prompts=False):
     room = self.max_context - max_new_tokens
     truncated = [max(0, len(r) - room) for r in rows]
     rows = [r[len(r) - min(len(r), room):] or [self.pad_id] for r in rows]
@@ -375,7 +409,8 @@ class Generator:
     if self.mesh is not None:         # every device gets the same number of rows
       batch = -(-batch // self.mesh.size) * self.mesh.size
     filler = [[self.pad_id]] * (batch - len(rows))   # inactive rows: stopped from the start
-    ids, mask = pad_ids(rests + filler, self.pad_id, length=plen, side="left")
+    prompts, row_prompt = self._distinct_prompts(rests + filler, batch, repeated_prompts)
+    ids, mask = pad_ids(prompts, self.pad_id, length=plen, side="left")
     width = bucket_length(max(len(s) for s in row_stops), 8)   # a new width would retrace
     stops = np.full((batch, width), -1, np.int32)
     for i, s in enumerate(row_stops):
@@ -389,7 +424,9 @@ class Generator:
     *rows_in, keys = rows_in
     with self._lock:
       program = self._program(max_new_tokens, jax.random.key_impl(keys))
-      tokens, logps = program(params, adapter, prefix, *rows_in, jax.random.key_data(keys),
+      ids, mask, *rows_in = rows_in
+      tokens, logps = program(params, adapter, prefix, ids, mask, row_prompt, *rows_in,
+                              jax.random.key_data(keys),
                               jnp.float32(temperature), jnp.float32(top_p),
                               jnp.int32(self.pad_id))
       tokens, logps = mesh_lib.to_host((tokens, logps))

@@ -216,6 +216,41 @@ class LlamaDecoder(nn.Module):
     hidden = self.run_layers(self.embed(input_ids), attention_mask, 0, self.config.num_layers)
     return self.norm(hidden)
 
+  def completion_states(self, prompt_ids, prompt_mask, completion_ids, completion_mask,
+                        group: int = 1):
+    """Final-normed hidden states (B, T, H) at the positions that predict the
+    completion: the last prompt token's, then each completion token's but the last.
+
+    Rows are [left-padded prompt (P) | right-padded completion (T)]. With
+    ``group`` > 1 the rows come in runs of ``group`` consecutive rows with the
+    same prompt (a GRPO group's samples): each prompt runs through the layers
+    once and its keys and values serve every row of its run, which is the
+    full-sequence pass's arithmetic without repeating the prompt's.
+    """
+    batch, plen = prompt_ids.shape
+    tlen = completion_ids.shape[1]
+    full_mask = jnp.concatenate([prompt_mask, completion_mask], 1).astype(jnp.int32)
+    if group == 1:
+      ids = jnp.concatenate([prompt_ids, completion_ids], 1)
+      return self.hidden_states(ids, full_mask)[:, plen - 1:plen - 1 + tlen]
+    if batch % group:
+      raise ValueError(f"{batch} rows do not split into runs of group={group} rows")
+    cfg = self.config
+    first = lambda x: x.reshape((batch // group, group) + x.shape[1:])[:, 0]
+    shared = lambda x: jnp.repeat(x, group, axis=0)
+    positions, mask = positions_from_mask(full_mask), causal_mask(full_mask)
+    prompt_pos, prompt_keys = first(positions[:, :plen]), first(mask[:, :plen, :plen])
+    xp, xc = self.embed(first(prompt_ids)), self.embed(completion_ids)
+    kv_shape = lambda rows, length: (rows, length, cfg.num_kv_heads, cfg.head_dim)
+    for i in range(cfg.num_layers):
+      layer = getattr(self, f"layer_{i}")
+      empty = (jnp.zeros(kv_shape(batch // group, plen), cfg.dtype),) * 2
+      xp, prompt_cache = layer(xp, prompt_pos, prompt_keys, empty, 0)
+      room = jnp.zeros(kv_shape(batch, tlen), cfg.dtype)
+      cache = tuple(jnp.concatenate([shared(c), room], 1) for c in prompt_cache)
+      xc, _ = layer(xc, positions[:, plen:], mask[:, plen:], cache, plen)
+    return self.norm(jnp.concatenate([shared(xp[:, -1:]), xc[:, :tlen - 1]], 1))
+
   def project(self, hidden):
     """Final-normed hidden (..., H) -> logits (..., V) in float32."""
     if self.config.tie_embeddings:

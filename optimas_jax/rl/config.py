@@ -47,6 +47,11 @@ class RLConfig:
   lora: lora_lib.LoraConfig = lora_lib.LoraConfig()
   # merged | unmerged LoRA in the update's forward/backward (measured: lora.py).
   lora_application: lora_lib.Mode = lora_lib.TRAINING_MODE
+  # A group's samples share their prompt: sampling prefills it once per group, and the
+  # reference pass and the update run it once per group, with the same tokens,
+  # log-probs and gradients (the passes: where each micro-batch's rows on each device
+  # hold whole groups; else every row runs its own prompt). False: TRL's work.
+  share_prompts: bool = True
 
   def validate(self, where: str = "RLConfig.") -> "RLConfig":
     """Raises ValueError naming the bad field (as `where` + field) and its fix; returns self."""
@@ -75,6 +80,8 @@ class RLConfig:
         bad(field, "must be in [0, 1]")
     if self.lora_application not in ("merged", "unmerged"):
       bad("lora_application", "use 'merged' or 'unmerged'")
+    if not isinstance(self.share_prompts, bool):
+      bad("share_prompts", "use True or False")
     if not isinstance(self.lora, lora_lib.LoraConfig):
       bad("lora", "use an models.lora.LoraConfig")
     return self

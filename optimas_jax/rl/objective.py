@@ -18,13 +18,14 @@ from optimas_jax.models import lora
 
 
 def completion_hidden(module, variables, prompt_ids, prompt_mask, completion_ids,
-                      completion_mask):
-  """Final-normed hidden states (B, T, H) at the positions that predict the completion."""
-  plen, tlen = prompt_ids.shape[1], completion_ids.shape[1]
-  ids = jnp.concatenate([prompt_ids, completion_ids], axis=1)
-  mask = jnp.concatenate([prompt_mask, completion_mask], axis=1).astype(jnp.int32)
-  hidden = module.apply(variables, ids, mask, method=module.hidden_states)
-  return hidden[:, plen - 1:plen - 1 + tlen]
+                      completion_mask, group: int = 1):
+  """Final-normed hidden states (B, T, H) at the positions that predict the completion.
+
+  ``group`` > 1: rows come in runs of ``group`` with the same prompt, which runs
+  once per run (LlamaDecoder.completion_states).
+  """
+  return module.apply(variables, prompt_ids, prompt_mask, completion_ids, completion_mask,
+                      group, method=module.completion_states)
 
 
 def logprobs_from_hidden(module, variables, hidden, completion_ids, completion_mask,
@@ -37,20 +38,20 @@ def logprobs_from_hidden(module, variables, hidden, completion_ids, completion_m
 
 
 def token_logprobs(module, params, prompt_ids, prompt_mask, completion_ids, completion_mask,
-                   temperature=1.0):
+                   temperature=1.0, group: int = 1):
   """Teacher-forced (B, T) float32 log-probs of the completion tokens (0 on padding).
 
   ``temperature`` must be the sampling temperature for the result to match
   the sampler's log-probs (models/generate.py scores under logits / T).
   """
   hidden = completion_hidden(module, params, prompt_ids, prompt_mask, completion_ids,
-                             completion_mask)
+                             completion_mask, group)
   return logprobs_from_hidden(module, params, hidden, completion_ids, completion_mask,
                               temperature)
 
 
 def adapted_token_logprobs(module, base_params, adapter, batch, temperature,
-                           mode: lora.Mode = lora.TRAINING_MODE):
+                           mode: lora.Mode = lora.TRAINING_MODE, group: int = 1):
   """``token_logprobs`` of base + adapter (``mode``: merged or unmerged) on a batch dict."""
   if mode == "merged":
     variables, applied = lora.merge(base_params, adapter), contextlib.nullcontext()
@@ -58,7 +59,8 @@ def adapted_token_logprobs(module, base_params, adapter, batch, temperature,
     variables, applied = base_params, lora.unmerged(adapter)
   with applied:
     return token_logprobs(module, variables, batch["prompt_ids"], batch["prompt_mask"],
-                          batch["completion_ids"], batch["completion_mask"], temperature)
+                          batch["completion_ids"], batch["completion_mask"], temperature,
+                          group)
 
 
 def k3_kl(logp, ref_logp):

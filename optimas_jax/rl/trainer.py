@@ -144,7 +144,7 @@ class RLTrainer:
     return self.llm.generator.generate_ids(
         prompt_ids, max_new_tokens=cfg.max_new_tokens, stop_ids=self._stop_ids,
         temperature=cfg.temperature, top_p=cfg.top_p, rng=jax.random.key(seed),
-        params=params, adapter=unmerged)
+        params=params, adapter=unmerged, repeated_prompts=cfg.share_prompts)
 
   def _count_usage(self, completions) -> None:
     """RL samples are LLM work: they go into the backend's token ledger."""
@@ -222,10 +222,12 @@ class RLTrainer:
     rollout = self._rollout_arrays(prompt_ids, completions, rows)
     padded_rewards = np.zeros((rows,), np.float32)
     padded_rewards[:n] = rewards
-    batch = self._advantages(rollout, padded_rewards, n)
+    group = self._prompt_group(rollout)
+    update, score = self.updater.programs(group)
+    batch = self._advantages(rollout, padded_rewards, n, score)
     # The update is dispatched asynchronously: its clock stops once its results are
     # on the host, or it would time the dispatch and not the work.
-    metrics = jax.device_get(self._update(batch, rows, seed))
+    metrics = jax.device_get(self._update(batch, rows, seed, update, group))
     t_update = time.perf_counter()
 
     stats = {key: float(np.mean([m[key] for m in metrics])) for key in metrics[0]}
@@ -245,14 +247,28 @@ class RLTrainer:
     stats.pop("tokens", None)
     return stats
 
-  def _advantages(self, rollout: dict, rewards: np.ndarray, n: int) -> dict:
+  def _prompt_group(self, rollout: dict) -> int:
+    """Rows per shared prompt in the passes: the group size where sharing is on and
+    every micro-batch's rows on every device hold whole groups, else 1."""
+    cfg, g = self.config, self.config.group_size
+    rows = len(rollout["prompt_ids"])
+    per_device = rows // (cfg.minibatches * cfg.accum_steps * self.updater.devices)
+    if not cfg.share_prompts or per_device % g:
+      return 1
+    for key in ("prompt_ids", "prompt_mask"):   # rows are built so: a broken run is a bug
+      runs = rollout[key].reshape(rows // g, g, -1)
+      if not (runs == runs[:, :1]).all():
+        raise AssertionError(f"rollout {key}: a group's rows differ; cannot share prompts")
+    return g
+
+  def _advantages(self, rollout: dict, rewards: np.ndarray, n: int, score) -> dict:
     """Adds ref log-probs and per-token advantages (and PPO returns/features)."""
     cfg = self.config
     batch = dict(rollout)
     needs_score = cfg.kl_coef > 0 or cfg.algorithm == "ppo"
     if needs_score:
-      scored = self.updater.score(self.base_on_mesh, self.state.trainable,
-                                  to_global(rollout, self.updater.rows))
+      scored = score(self.base_on_mesh, self.state.trainable,
+                     to_global(rollout, self.updater.rows))
       batch.update(to_host(scored))
     mask = rollout["completion_mask"]
     if cfg.algorithm == "grpo":
@@ -264,19 +280,23 @@ class RLTrainer:
       batch["advantages"], batch["returns"] = np.asarray(adv), np.asarray(returns)
     return batch
 
-  def _update(self, batch: dict, rows: int, seed: int) -> list:
-    """``inner_epochs`` x ``minibatches`` jitted updates; device metrics per update."""
+  def _update(self, batch: dict, rows: int, seed: int, update, group: int) -> list:
+    """``inner_epochs`` x ``minibatches`` jitted updates; device metrics per update.
+
+    Shuffles whole groups when they share their prompt (``group`` > 1), rows else.
+    """
     cfg = self.config
     shuffle = np.random.default_rng([seed, int(self.state.step)])
     size = rows // cfg.minibatches
     metrics = []
     for _ in range(cfg.inner_epochs):
-      order = shuffle.permutation(rows)
+      order = shuffle.permutation(rows // group)
+      order = (order[:, None] * group + np.arange(group)).reshape(-1)
       for k in range(cfg.minibatches):
         idx = order[k * size:(k + 1) * size]
         mb = {key: v[idx].reshape((cfg.accum_steps, size // cfg.accum_steps) + v.shape[1:])
               for key, v in batch.items()}
         mb = to_global(mb, self.updater.micro_rows)
-        self.state, m = self.updater.update(self.state, mb, self.base_on_mesh)
+        self.state, m = update(self.state, mb, self.base_on_mesh)
         metrics.append(m)
     return metrics

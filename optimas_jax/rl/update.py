@@ -62,14 +62,16 @@ def _value(value_head, features):
   return features @ value_head["w"] + value_head["b"]
 
 
-def score_rollout(base_params, trainable, rollout, *, module, config: RLConfig):
+def score_rollout(base_params, trainable, rollout, *, module, config: RLConfig,
+                  prompt_group: int = 1):
   """Reference pass over a rollout (rows sharded): the frozen base model's
   log-probs (for the KL) and, for PPO, its completion hidden states (the
-  value head's features) and the current value estimates."""
+  value head's features) and the current value estimates. ``prompt_group``
+  > 1: rows come in runs of that many equal prompts, each run once."""
   out = {}
   hidden = objective.completion_hidden(module, base_params, rollout["prompt_ids"],
                                        rollout["prompt_mask"], rollout["completion_ids"],
-                                       rollout["completion_mask"])
+                                       rollout["completion_mask"], prompt_group)
   if config.kl_coef > 0:
     out["ref_logprobs"] = objective.logprobs_from_hidden(
         module, base_params, hidden, rollout["completion_ids"], rollout["completion_mask"],
@@ -81,10 +83,12 @@ def score_rollout(base_params, trainable, rollout, *, module, config: RLConfig):
   return out
 
 
-def _micro_loss(trainable, base_params, micro, num_tokens, *, module, config: RLConfig):
+def _micro_loss(trainable, base_params, micro, num_tokens, *, module, config: RLConfig,
+                prompt_group: int):
   adapter = {"layers": trainable["lora"], "scaling": config.lora.scaling}
   logp = objective.adapted_token_logprobs(module, base_params, adapter, micro,
-                                          config.temperature, config.lora_application)
+                                          config.temperature, config.lora_application,
+                                          prompt_group)
   mask = micro["completion_mask"].astype(jnp.float32)
   per_token, clipped = objective.clipped_surrogate(logp, micro["old_logprobs"],
                                                    micro["advantages"], config.clip_eps)
@@ -104,11 +108,17 @@ def _micro_loss(trainable, base_params, micro, num_tokens, *, module, config: RL
   return loss, sums
 
 
-def update_step(state: RLState, batch, base_params, *, module, config: RLConfig, tx):
-  """One optimizer step over a minibatch (A, M, ...): (new state, metrics)."""
+def update_step(state: RLState, batch, base_params, *, module, config: RLConfig, tx,
+                prompt_group: int = 1):
+  """One optimizer step over a minibatch (A, M, ...): (new state, metrics).
+
+  ``prompt_group`` > 1: each micro-batch's rows (on each device) come in runs of
+  that many equal prompts, and each run's prompt goes through the model once;
+  the loss and gradients are the full-sequence pass's.
+  """
   num_tokens = jnp.maximum(batch["completion_mask"].astype(jnp.float32).sum(), 1.0)
-  grad_fn = jax.grad(functools.partial(_micro_loss, module=module, config=config),
-                     has_aux=True)
+  grad_fn = jax.grad(functools.partial(_micro_loss, module=module, config=config,
+                                       prompt_group=prompt_group), has_aux=True)
 
   def accumulate(carry, micro):
     grads, sums = carry
@@ -132,27 +142,29 @@ def update_step(state: RLState, batch, base_params, *, module, config: RLConfig,
 
 
 @functools.lru_cache(maxsize=16)
-def _jitted(module, config: RLConfig, mesh: Mesh, max_traces: int | None):
-  """(tx, update, score) jitted once per (module, config, mesh): trainers built
-  again for the same model and config reuse the compiled programs."""
+def _jitted(module, config: RLConfig, mesh: Mesh, max_traces: int | None, prompt_group: int):
+  """(tx, update, score) jitted once per (module, config, mesh, prompt group): trainers
+  built again for the same model and config reuse the compiled programs."""
   tx = make_optimizer(config)
   axes = batch_axes(mesh)
   replicated, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P(axes))
   micro_rows = NamedSharding(mesh, P(None, axes))
 
   def step(state, batch, base_params):
-    return update_step(state, batch, base_params, module=module, config=config, tx=tx)
+    return update_step(state, batch, base_params, module=module, config=config, tx=tx,
+                       prompt_group=prompt_group)
 
   if max_traces is not None:
     import chex  # pylint: disable=import-outside-toplevel
     step = chex.assert_max_traces(step, n=max_traces)
   # The base comes in with its own (fsdp) shardings (None: the argument's). Traced
   # once per machine (core/exported.py): the key names what the traces read.
-  static_key = f"{module!r}|{config!r}|mesh={dict(mesh.shape)}"
+  static_key = f"{module!r}|{config!r}|mesh={dict(mesh.shape)}|prompt_group={prompt_group}"
   update = TracedOnce(step, "rl_update_step", static_key,
                       in_shardings=(replicated, micro_rows, None),
                       out_shardings=(replicated, replicated), donate_argnums=(0,))
-  score = TracedOnce(functools.partial(score_rollout, module=module, config=config),
+  score = TracedOnce(functools.partial(score_rollout, module=module, config=config,
+                                       prompt_group=prompt_group),
                      "rl_score_rollout", static_key, in_shardings=(None, replicated, rows),
                      out_shardings=rows)
   return tx, update, score
@@ -176,7 +188,15 @@ class Updater:
     self.replicated = NamedSharding(self.mesh, P())
     self.rows = NamedSharding(self.mesh, P(batch_axes(self.mesh)))
     self.micro_rows = NamedSharding(self.mesh, P(None, batch_axes(self.mesh)))
-    self.tx, self.update, self.score = _jitted(module, config, self.mesh, max_traces)
+    self._max_traces = max_traces
+    self.tx, self.update, self.score = _jitted(module, config, self.mesh, max_traces, 1)
+
+  def programs(self, prompt_group: int = 1) -> tuple:
+    """(update, score) for rollouts whose rows come in runs of ``prompt_group``
+    equal prompts (on every device, in every micro-batch); 1: any rows."""
+    if prompt_group == 1:
+      return self.update, self.score
+    return _jitted(self.module, self.config, self.mesh, self._max_traces, prompt_group)[1:]
 
   @property
   def devices(self) -> int:

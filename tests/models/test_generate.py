@@ -262,6 +262,41 @@ def test_a_shared_prompt_prefix_is_prefilled_once_with_the_same_tokens(tiny):
   assert shared._shared_prefix([system]) == 0
 
 
+def test_rows_that_share_a_prompt_prefill_it_once_with_the_same_tokens(tiny):
+  """A GRPO rollout: 2 prompts x 4 samples, each row with its own key, the prompts
+  after a common 16-token prefix. Each distinct prompt is prefilled once (2 rows,
+  after the prefix's 1) and its cache copied to its rows: the same tokens and
+  log-probs as a per-row prefill."""
+  module, params = tiny
+  rng = np.random.default_rng(2)
+  system = rng.integers(1, 200, size=16).tolist()
+  two = [system + rng.integers(1, 200, size=n).tolist() for n in (3, 9)]
+  prompts = two * 4                                   # rows 0, 2, 4, 6 share a prompt
+  shared = generate.Generator(module, params, pad_id=0, prompt_multiple=8)
+  plain = generate.Generator(module, params, pad_id=0, prompt_multiple=8, prefix_reuse=False)
+  seen = []
+  program = shared._program
+
+  def spy(n, impl):
+    run = program(n, impl)
+    return lambda p, a, prefix, ids, mask, row_prompt, *rest: seen.append(
+        (np.shape(prefix), np.shape(ids), row_prompt.tolist())) or run(
+            p, a, prefix, ids, mask, row_prompt, *rest)
+  shared._program = spy
+  keys = jax.vmap(jax.random.key)(jnp.arange(8, dtype=jnp.uint32))
+  ours = shared.generate_ids(prompts, max_new_tokens=8, temperature=1.0, rng=keys,
+                             repeated_prompts=True)
+  ref = plain.generate_ids(prompts, max_new_tokens=8, temperature=1.0, rng=keys,
+                           repeated_prompts=True)
+  assert seen == [((1, 16), (2, 16), [0, 1] * 4)]
+  assert [c.tokens for c in ours] == [c.tokens for c in ref]
+  assert len({tuple(c.tokens) for c in ours}) == 8       # each row drew its own sample
+  for o, r in zip(ours, ref):
+    np.testing.assert_allclose(o.logprobs, r.logprobs, atol=1e-5)
+  # Every row its own prompt: nothing to share.
+  assert shared._distinct_prompts([[1], [2], [3]], 4)[1] is None
+
+
 @pytest.mark.usefixtures("fresh_compiles")
 def test_a_new_generator_runs_the_kept_program_without_tracing(tiny, tmp_path, monkeypatch):
   """The decode program is traced and compiled once per machine (core/exported.py): a

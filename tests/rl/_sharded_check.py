@@ -1,5 +1,6 @@
 """Subprocess: the PPO update of test_update on a 4-way mesh of fake CPU devices, in one
-process (4 devices) or in one of two processes (2 devices each, jax.distributed).
+process (4 devices) or in one of two processes (2 devices each, jax.distributed),
+with every row running its own prompt or (PROMPT_GROUP) each run of equal prompts once.
 
 argv: the npz the parent wrote (minibatches and the tiny base weights), the
 base digest the parent computed, and for two processes: coordinator address,
@@ -49,13 +50,15 @@ def main(path: str, digest: str, coordinator: str = "", process_id: str = "0"):
   updater = Updater(module, PPO, mesh=Mesh(np.array(jax.devices()).reshape(data, fsdp),
                                            ("data", "fsdp")))
   assert updater.devices == 4
+  # PROMPT_GROUP=g: the update that runs each run of g equal prompts once.
+  update, _ = updater.programs(int(os.environ.get("PROMPT_GROUP", "1")))
   state = updater.init_state(lora.init_adapter(PPO.lora, base, 0), 32)
   on_mesh = updater.place_base(base)
   split = sum(not x.sharding.is_fully_replicated for x in jax.tree.leaves(on_mesh))
   out = {k: [] for k in ("loss", "kl", "clip_fraction", "grad_norm")}
   for i in sorted(batches):
     batch = to_global(batches[i], updater.micro_rows)
-    state, m = updater.update(state, batch, on_mesh)
+    state, m = update(state, batch, on_mesh)
     for k in out:
       out[k].append(float(m[k]))
   out["shards"] = len(batch["completion_ids"].sharding.device_set)

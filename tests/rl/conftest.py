@@ -46,15 +46,17 @@ def ppo_updater(tiny_backbone):
 
 
 def synthetic_rollout(rows: int, plen: int = PLEN, tlen: int = TLEN, seed: int = 0,
-                      vocab: int = 512):
-  """Host rollout arrays: left-padded prompts, right-padded completions."""
+                      vocab: int = 512, prompt_run: int = 2):
+  """Host rollout arrays: left-padded prompts, each repeated in a run of
+  ``prompt_run`` rows (a GRPO group's samples), right-padded completions."""
   rng = np.random.default_rng(seed)
-  prompt_len = rng.integers(2, plen + 1, rows)
+  prompt_len = rng.integers(2, plen + 1, rows // prompt_run)
   completion_len = rng.integers(1, tlen + 1, rows)
   p_mask = (np.arange(plen)[None] >= plen - prompt_len[:, None]).astype(np.int32)
   c_mask = (np.arange(tlen)[None] < completion_len[:, None]).astype(np.float32)
-  return {"prompt_ids": (rng.integers(3, vocab, (rows, plen)) * p_mask).astype(np.int32),
-          "prompt_mask": p_mask,
+  p_ids = (rng.integers(3, vocab, (rows // prompt_run, plen)) * p_mask).astype(np.int32)
+  return {"prompt_ids": np.repeat(p_ids, prompt_run, 0),
+          "prompt_mask": np.repeat(p_mask, prompt_run, 0),
           "completion_ids": (rng.integers(3, vocab, (rows, tlen)) * c_mask).astype(np.int32),
           "completion_mask": c_mask}
 
@@ -65,8 +67,9 @@ def _policy_logprobs(module, base, adapter, rollout, temperature):
 
 
 def update_batch(updater, base, state, seed: int = 0, rows: int = ROWS):
-  """A host (accum, rows / accum, ...) minibatch: synthetic rollout, old log-probs
-  from the current adapter, the reference pass, random per-sequence advantages."""
+  """A host (accum, rows / accum, ...) minibatch: synthetic rollout (prompts in runs
+  of 2), old log-probs from the current adapter, the reference pass, random
+  per-sequence advantages."""
   cfg = updater.config
   # A whole rollout (2 minibatches) goes through the passes, as in the trainer.
   rollout = synthetic_rollout(rows * cfg.minibatches, seed=seed)

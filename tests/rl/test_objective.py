@@ -5,9 +5,11 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from optimas_jax.models import lora
 from optimas_jax.rl import objective
-from tests.rl.conftest import PLEN, TLEN
+from tests.rl.conftest import PLEN, TLEN, synthetic_rollout
 
 
 def test_clipped_surrogate_matches_hand_computation():
@@ -77,3 +79,33 @@ def test_teacher_forced_logprobs_match_the_sampler(tiny_llm):
 def _logprobs(module, base, batch, temperature):
   return objective.token_logprobs(module, base, batch["prompt_ids"], batch["prompt_mask"],
                                   batch["completion_ids"], batch["completion_mask"], temperature)
+
+
+@pytest.mark.parametrize("mode", ["unmerged", "merged"])
+def test_a_groups_prompt_run_once_gives_the_full_pass_logprobs_and_gradients(tiny_backbone,
+                                                                            mode):
+  # Prompts of different lengths in runs of 4 (left padding differs between runs),
+  # completions of different lengths: every row's log-probs and the adapter's
+  # gradient must be the full-sequence pass's.
+  module, base = tiny_backbone.module, tiny_backbone.params
+  batch = synthetic_rollout(12, prompt_run=4, seed=5)
+  rng = np.random.default_rng(1)
+  adapter = lora.init_adapter(lora.LoraConfig(rank=2), base, 0)
+  layers = jax.tree.map(lambda x: x + 0.05 * rng.standard_normal(x.shape).astype(np.float32),
+                        adapter["layers"])
+
+  def loss(layers, group):
+    logp = objective.adapted_token_logprobs(module, base, {"layers": layers, "scaling": 2.0},
+                                            batch, 0.7, mode, group)
+    return (logp * np.linspace(-1, 1, logp.size).reshape(logp.shape)).sum(), logp
+
+  (_, full), full_grad = jax.jit(jax.value_and_grad(loss, has_aux=True),
+                                 static_argnums=1)(layers, 1)
+  (_, shared), shared_grad = jax.jit(jax.value_and_grad(loss, has_aux=True),
+                                     static_argnums=1)(layers, 4)
+  np.testing.assert_allclose(shared, full, atol=1e-5)
+  assert np.all(np.asarray(full)[batch["completion_mask"] == 0] == 0)
+  for a, b in zip(jax.tree.leaves(shared_grad), jax.tree.leaves(full_grad)):
+    np.testing.assert_allclose(a, b, atol=1e-5 * float(np.abs(b).max()) + 1e-7)
+  with pytest.raises(ValueError, match="runs of group=5"):
+    loss(layers, 5)

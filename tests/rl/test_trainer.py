@@ -1,5 +1,6 @@
 """RLTrainer end to end on tiny-llama: a toy GRPO run, reward errors, PPO + checkpoint."""
 
+import dataclasses
 import time
 
 import jax
@@ -135,15 +136,39 @@ def test_step_clock_covers_the_update_work(tiny_llm, monkeypatch):
   slow(y0).block_until_ready()
   slow_s = time.perf_counter() - t
   trainer = RLTrainer(tiny_llm, TOY, seed=0)
-  update = trainer.updater.update
+  programs = trainer.updater.programs
 
-  def update_then_slow(state, batch, base):
-    state, metrics = update(state, batch, base)
-    return state, dict(metrics, loss=metrics["loss"] + 0.0 * slow(y0)[0, 0])
+  def programs_then_slow(prompt_group):
+    update, score = programs(prompt_group)
 
-  monkeypatch.setattr(trainer.updater, "update", update_then_slow)
+    def update_then_slow(state, batch, base):
+      state, metrics = update(state, batch, base)
+      return state, dict(metrics, loss=metrics["loss"] + 0.0 * slow(y0)[0, 0])
+    return update_then_slow, score
+
+  monkeypatch.setattr(trainer.updater, "programs", programs_then_slow)
   t = time.perf_counter()
   stats = trainer.step(PROMPTS, vowel_fraction, seed=0)
   wall = time.perf_counter() - t
   assert stats["update_seconds"] >= 0.8 * TOY.inner_epochs * slow_s, (stats, slow_s)
   assert stats["seconds"] >= 0.95 * wall - 0.02, (stats["seconds"], wall)
+
+
+def test_sharing_a_groups_prompt_leaves_the_step_unchanged(tiny_llm):
+  # One minibatch per epoch: the row order cannot change the gradient, so a step that
+  # runs each group's prompt once must give the stats and adapter of one that runs
+  # every row's (the reference pass too: kl_coef > 0).
+  config = dataclasses.replace(TOY, kl_coef=0.1, inner_epochs=1)
+  runs = {}
+  for share in (True, False):
+    trainer = RLTrainer(tiny_llm, dataclasses.replace(config, share_prompts=share), seed=0)
+    stats = [trainer.step(PROMPTS, vowel_fraction, seed=s) for s in range(2)]
+    group = trainer._prompt_group(trainer._rollout_arrays([[1]] * 32, [], 32))
+    runs[share] = stats, trainer.adapter["layers"], group
+  assert runs[True][2] == 8 and runs[False][2] == 1
+  for shared, full in zip(runs[True][0], runs[False][0]):
+    assert shared["completion_tokens"] == full["completion_tokens"]
+    for key in ("loss", "kl", "policy_loss", "grad_norm", "reward_mean"):
+      np.testing.assert_allclose(shared[key], full[key], rtol=1e-4, atol=1e-6, err_msg=key)
+  for a, b in zip(jax.tree.leaves(runs[True][1]), jax.tree.leaves(runs[False][1])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=TOY.learning_rate * 1e-3)

@@ -71,11 +71,14 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("processes, mesh", [(1, "4x1"), (1, "2x2"), (2, "4x1")])
+@pytest.mark.parametrize("processes, mesh, prompt_group",
+                         [(1, "4x1", 1), (1, "2x2", 2), (2, "4x1", 2)])
 def test_four_fake_devices_give_the_one_device_update(tiny_backbone, ppo_updater, tmp_path,
-                                                      processes, mesh):
+                                                      processes, mesh, prompt_group):
   """4 devices in one process, data parallel or ("data", "fsdp") 2x2 with the base split,
-  or 2 devices in each of two processes (jax.distributed on loopback)."""
+  or 2 devices in each of two processes (jax.distributed on loopback); with
+  prompt_group 2 the sharded update runs each pair of equal prompts once, against
+  the one-device update running every row's prompt."""
   base = tiny_backbone.params
   state = _fresh_state(ppo_updater, base)
   # Three minibatches, old log-probs from the initial adapter (later steps clip).
@@ -85,7 +88,7 @@ def test_four_fake_devices_give_the_one_device_update(tiny_backbone, ppo_updater
                                         for k, v in b.items()},
            **{f"base/{k}": v for k, v in flat_base.items()})
   state, metrics = _run(ppo_updater, state, batches, base)
-  env = dict(os.environ, JAX_PLATFORMS="cpu", MESH=mesh)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", MESH=mesh, PROMPT_GROUP=str(prompt_group))
   args = [sys.executable, "-m", "tests.rl._sharded_check", str(tmp_path / "batches.npz"),
           lora.base_digest(base)]
   if processes == 2:
