@@ -12,7 +12,10 @@ with the load average before and after each process and the same thread
 count on both sides (``--threads``; 1 is the one-thread control); a run whose
 load exceeds the cores by 0.5 is marked loaded and the result is quotable
 only without such runs. The PyTorch side runs LlamaForCausalLM on the same
-float32 weights, copied from the JAX params. ``bf16_peak_rss_mb`` is the
+float32 weights, copied from the JAX params; ``--dtype=bfloat16`` runs both
+sides in bfloat16 (the JAX backbone loaded in bfloat16, its products summed in
+float32; LlamaForCausalLM cast to bfloat16, oneDNN's bfloat16 kernels), the
+like-for-like mixed-precision comparison. ``bf16_peak_rss_mb`` is the
 peak resident memory of a fresh process that loads the model in bfloat16 and
 generates once.
 """
@@ -89,10 +92,11 @@ def _torch_model(backbone):
   return model
 
 
-def bench_torch(backbone, batches, prompt_len, new_tokens, repeats, shared=0):
+def bench_torch(backbone, batches, prompt_len, new_tokens, repeats, shared=0,
+                dtype="float32"):
   import torch
   torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
-  model = _torch_model(backbone)
+  model = _torch_model(backbone).to(getattr(torch, dtype))
   out = {}
   for b in batches:
     ids = torch.tensor(_prompts(backbone.tokenizer, b, prompt_len, shared))
@@ -137,14 +141,14 @@ def memory_probe() -> None:
 
 
 def side(name: str, batches, prompt_len: int, new_tokens: int, repeats: int,
-         shared: int = 0) -> dict:
+         shared: int = 0, dtype: str = "float32") -> dict:
   """One side's process: load, then every batch size; setup = load + first call."""
   import time
   t0 = time.perf_counter()
   from optimas_jax.models import registry
   from optimas_jax.runtime import enable_compilation_cache
   enable_compilation_cache()
-  backbone = registry.load_backbone("smollm2-135m")
+  backbone = registry.load_backbone("smollm2-135m", dtype)
   load_s = time.perf_counter() - t0
   if name in ("jax", "jax_no_reuse"):
     import jax
@@ -152,7 +156,8 @@ def side(name: str, batches, prompt_len: int, new_tokens: int, repeats: int,
                     reuse=name == "jax")
     versions = {"jax": jax.__version__, "backend": jax.default_backend()}
   else:
-    out, versions = bench_torch(backbone, batches, prompt_len, new_tokens, repeats, shared)
+    out, versions = bench_torch(backbone, batches, prompt_len, new_tokens, repeats, shared,
+                                dtype)
   return {"tokens_per_s": {b: r["tokens_per_s"] for b, r in out.items()},
           "seconds": {b: r["seconds"] for b, r in out.items()},
           "model_flops": {str(b): util.decode_flops(backbone.module.config, b, prompt_len,
@@ -171,6 +176,8 @@ def main() -> None:
   parser.add_argument("--shared_prefix", type=int, default=0,
                       help="tokens every prompt starts with (a system prompt); > 0 adds the "
                            "side jax_no_reuse (the JAX Generator prefilling every row)")
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                      help="both sides' weights and products")
   parser.add_argument("--no_torch", action="store_true")
   parser.add_argument("--no_memory", action="store_true")
   parser.add_argument("--out", default="")
@@ -182,7 +189,7 @@ def main() -> None:
   batches = [int(b) for b in args.batch_sizes.split(",")]
   if args.side:
     print("RESULT " + json.dumps(side(args.side, batches, args.prompt_len, args.new_tokens,
-                                      args.repeats, args.shared_prefix)))
+                                      args.repeats, args.shared_prefix, args.dtype)))
     return None
   sides = (["jax"] + (["jax_no_reuse"] if args.shared_prefix else [])
            + ([] if args.no_torch else ["torch"]))
@@ -190,11 +197,12 @@ def main() -> None:
   os.makedirs(cache_root, exist_ok=True)
   flags = [f"--batch_sizes={args.batch_sizes}", f"--prompt_len={args.prompt_len}",
            f"--new_tokens={args.new_tokens}", f"--repeats={args.repeats}",
-           f"--shared_prefix={args.shared_prefix}"]
+           f"--shared_prefix={args.shared_prefix}", f"--dtype={args.dtype}"]
   peak = util.matmul_peak(args.threads)    # on the same cores, in this run
   runs = util.interleaved_runs(__file__, sides, flags, args.rounds, args.threads, cache_root)
   result = {"benchmark": "decode", "command": " ".join(["python", *sys.argv]),
-            "model": "smollm2-135m (GGUF Q4_1 dequantized to float32)",
+            "model": f"smollm2-135m (GGUF Q4_1 dequantized to {args.dtype})",
+            "dtype": args.dtype,
             "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
             "shared_prefix": args.shared_prefix,
             "repeats_per_process": args.repeats, "rounds": args.rounds,
@@ -206,13 +214,13 @@ def main() -> None:
                     for b in batches}
   result["matmul_peak"] = peak
   if not args.shared_prefix:          # with a shared prefix the sides do different work
-    result["share_of_float32_peak"] = {
+    result[f"share_of_{args.dtype}_peak"] = {
         "label": "model FLOPs (util.decode_flops: every row prefilled, the LM head once per "
-                 "new token) / median wall seconds of the run / the float32 matmul peak "
-                 "measured in this run",
+                 f"new token) / median wall seconds of the run / the {args.dtype} matmul "
+                 "peak measured in this run (XLA:CPU, 2048^3)",
         **{name: {str(b): round(statistics.median(
             r["model_flops"][str(b)] / r["seconds"][str(b)] for r in runs[name])
-            / 1e9 / peak["float32_gflops"], 3) for b in batches} for name in sides}}
+            / 1e9 / peak[f"{args.dtype}_gflops"], 3) for b in batches} for name in sides}}
   if "torch" in sides:
     result["jax_over_torch_tokens_per_s"] = {
         str(b): round(result["jax"][str(b)]["median"] / result["torch"][str(b)]["median"], 2)

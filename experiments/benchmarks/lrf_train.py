@@ -48,7 +48,7 @@ import lrf_bench_util as util
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 RESULT_TAG = "LRF_BENCH_RESULT "
 COMPARISONS = ("full_finetune", "same_algorithm")
-SIDES = ("jax", "torch", "jax_mixed")
+SIDES = ("jax", "torch", "jax_mixed", "torch_mixed")
 STEP_HOLDS = dict(
     full_finetune=dict(
         jax="groups_per_batch groups x 4 candidates: one forward+backward of "
@@ -84,7 +84,8 @@ def parse(argv=None):
   p.add_argument("--comparisons", default=",".join(COMPARISONS))
   p.add_argument("--sides", default="jax,torch",
                  help=f"any of {SIDES}; jax_mixed: the JAX trainer in mixed precision "
-                      "(config.lrf.compute_dtype=bfloat16), reported beside float32")
+                      "(config.lrf.compute_dtype=bfloat16), reported beside float32; "
+                      "torch_mixed: PyTorch under torch.autocast(cpu, bfloat16)")
   p.add_argument("--max_len", type=int, default=128)
   p.add_argument("--train_groups", type=int, default=0, help="0: all (96)")
   p.add_argument("--held_groups", type=int, default=0, help="0: all (24)")
@@ -357,7 +358,7 @@ def peak_shares(comparison: str, block: dict, train, backbone, max_len: int,
                                       max_len)
   texts_per_pair = {side: grouped for side in SIDES}
   if comparison == "full_finetune":
-    texts_per_pair["torch"] = 2.0           # the reference: one forward per text of a pair
+    texts_per_pair["torch"] = texts_per_pair["torch_mixed"] = 2.0   # one forward per text
   out = {"label": "model GFLOP/s of the training step (texts encoded per pair x FLOPs "
                   "per text x median pairs/s) / the float32 matmul peak measured in "
                   "this run", "flops_per_text": per_text}
@@ -407,7 +408,7 @@ def main():
       out = run_jax(spec, "bfloat16" if args.side == "jax_mixed" else "")
     else:
       import lrf_train_torch  # pylint: disable=import-outside-toplevel
-      out = lrf_train_torch.run(spec)
+      out = lrf_train_torch.run(spec, mixed=args.side == "torch_mixed")
     print(RESULT_TAG + json.dumps(out), flush=True)
     return
 
@@ -483,6 +484,21 @@ def main():
       if "jax" in block and "jax_mixed" in block:
         out[f"{comparison}_mixed_precision"] = mixed_precision_record(
             block["jax"], block["jax_mixed"], block.get("torch"), target_key)
+      if "jax_mixed" in block and "torch_mixed" in block:
+        j, t = block["jax_mixed"], block["torch_mixed"]
+        out[f"{comparison}_mixed_vs_mixed"] = dict(
+            label="JAX mixed precision (config.lrf.compute_dtype=bfloat16) / PyTorch "
+                  "torch.autocast(cpu, bfloat16): both bfloat16 products over float32 "
+                  "parameters and AdamW, pooling and head in float32; the frameworks' "
+                  "mixes differ inside the layer (autocast keeps bfloat16 activations "
+                  "between its ops)",
+            pairs_per_s=_ratio(j["pairs_per_s"], t["pairs_per_s"]),
+            **{f"time_to_{target_key}": _ratio(t["seconds_to_target"],
+                                               j["seconds_to_target"])},
+            paired_time_ratios=[_ratio(tr["seconds_to_target"], jr["seconds_to_target"])
+                                for jr, tr in zip(j["runs"], t["runs"])],
+            best_accuracy=dict(jax_mixed=[r["best_accuracy"] for r in j["runs"]],
+                               torch_mixed=[r["best_accuracy"] for r in t["runs"]]))
       if "jax" in block and "torch" in block:
         j, t = block["jax"], block["torch"]
         out[f"{comparison}_speedup_pairs_per_s"] = _ratio(j["pairs_per_s"], t["pairs_per_s"])

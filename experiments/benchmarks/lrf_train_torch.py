@@ -10,6 +10,10 @@ same schedule as the JAX side):
   (each candidate encoded once, every within-group pair scored), the frozen
   lower layers run once per text into a cache, only the top layer(s) and
   the head trained.
+`mixed`: PyTorch's own mixed precision on CPU, torch.autocast(bfloat16)
+around every forward (training, cache fill, evaluation): float32 parameters,
+gradients and AdamW; autocast's ops (linear, matmul) in bfloat16 on oneDNN;
+pooling, the head and the loss in float32, as the JAX side's.
 Imports torch and transformers only (no JAX in this process).
 """
 
@@ -26,8 +30,9 @@ from transformers.masking_utils import create_bidirectional_mask
 import lrf_bench_util as util
 
 
-def run(spec: dict) -> dict:
+def run(spec: dict, mixed: bool = False) -> dict:
   s = spec["settings"]
+  autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed)
   clock = util.Clock()
   load_start = util.loadavg()
   torch.manual_seed(s["seed"])
@@ -69,8 +74,11 @@ def run(spec: dict) -> dict:
       lr=s["lr"], betas=(s["b1"], s["b2"]), eps=1e-8)
 
   def pooled_head(hidden, mask):
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    return head((hidden * m).sum(1) / m.sum(1).clamp(min=1.0))[:, 0]
+    # Pooling and head in float32 under autocast too, as the JAX side's.
+    with torch.autocast("cpu", enabled=False):
+      hidden = hidden.float()
+      m = mask.unsqueeze(-1).to(hidden.dtype)
+      return head((hidden * m).sum(1) / m.sum(1).clamp(min=1.0))[:, 0]
 
   def run_layers(hidden, mask, start, stop):
     attn = create_bidirectional_mask(config=model.config, inputs_embeds=hidden,
@@ -103,7 +111,7 @@ def run(spec: dict) -> dict:
       todo = {k: ids for g in groups for k, ids in zip(g["keys"], g["ids"])
               if k not in cache}
       items = list(todo.items())
-      with torch.no_grad():
+      with torch.no_grad(), autocast():
         for lo in range(0, len(items), 32):
           chunk = items[lo:lo + 32]
           length = _bucket(max(len(x) for _, x in chunk), s["buckets"])
@@ -131,7 +139,7 @@ def run(spec: dict) -> dict:
     """Held-out pairwise accuracy; each held text scored once (ties wrong)."""
     model.eval()
     correct = total = 0
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
       for lo in range(0, len(held), 8):
         chunk = held[lo:lo + 8]
         seqs = [x for g in chunk for x in g["ids"]]
@@ -159,29 +167,30 @@ def run(spec: dict) -> dict:
     for group in opt.param_groups:
       group["lr"] = util.lr_at(step, s["lr"], warmup, total_steps)
     groups = [train[i] for i in idxs]
-    if prefix == 0:
-      # Reference design: a flat list of (chosen, rejected) pairs, two forwards.
-      chosen, rejected = [], []
-      for g in groups:
-        for i, j in util.group_pairs(g["scores"]):
-          chosen.append(g["ids"][i])
-          rejected.append(g["ids"][j])
-      diff = rewards(chosen) - rewards(rejected)
-      n_pairs = len(chosen)
-    else:
-      # Grouped BT: every candidate once, pairs indexed inside the step.
-      keys, ci, cj = [], [], []
-      for g in groups:
-        base = len(keys)
-        keys += g["keys"]
-        for i, j in util.group_pairs(g["scores"]):
-          ci.append(base + i)
-          cj.append(base + j)
-      length = _bucket(max(len(x) for g in groups for x in g["ids"]), s["buckets"])
-      r = rewards(keys, length)
-      diff = r[ci] - r[cj]
-      n_pairs = len(ci)
-    loss = -torch.nn.functional.logsigmoid(diff).mean()
+    with autocast():
+      if prefix == 0:
+        # Reference design: a flat list of (chosen, rejected) pairs, two forwards.
+        chosen, rejected = [], []
+        for g in groups:
+          for i, j in util.group_pairs(g["scores"]):
+            chosen.append(g["ids"][i])
+            rejected.append(g["ids"][j])
+        diff = rewards(chosen) - rewards(rejected)
+        n_pairs = len(chosen)
+      else:
+        # Grouped BT: every candidate once, pairs indexed inside the step.
+        keys, ci, cj = [], [], []
+        for g in groups:
+          base = len(keys)
+          keys += g["keys"]
+          for i, j in util.group_pairs(g["scores"]):
+            ci.append(base + i)
+            cj.append(base + j)
+        length = _bucket(max(len(x) for g in groups for x in g["ids"]), s["buckets"])
+        r = rewards(keys, length)
+        diff = r[ci] - r[cj]
+        n_pairs = len(ci)
+    loss = -torch.nn.functional.logsigmoid(diff.float()).mean()
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(trainable, s["clip_norm"])
@@ -193,7 +202,8 @@ def run(spec: dict) -> dict:
       rec.point(acc)
   out = rec.result(s["target"])
   out.update(framework=f"torch {torch.__version__}, transformers "
-             f"{transformers.__version__}, {torch.get_num_threads()} threads",
+             f"{transformers.__version__}, {torch.get_num_threads()} threads"
+             + (", torch.autocast(cpu, bfloat16)" if mixed else ""),
              peak_rss_mb=round(max(peak_setup, util.peak_rss_mb()), 1),
              peak_rss_train_mb=util.peak_rss_since_reset_mb(),
              loadavg_start=load_start, loadavg_end=util.loadavg())

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from optimas_jax.models import xla_cpu
+from optimas_jax.models.attention import attention
 from optimas_jax.models.matmul import dense_dot_general
 
 
@@ -118,13 +119,7 @@ class BertLayer(nn.Module):
     k = split(_dense(hidden, cfg, "key")(x))
     v = split(_dense(hidden, cfg, "value")(x))
     # Softmax in float32: bf16 logits lose the small differences between keys.
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-    scores = scores / jnp.sqrt(head_dim).astype(jnp.float32)
-    key_ok = attention_mask.astype(bool)[:, None, None, :]
-    scores = jnp.where(key_ok, scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(cfg.dtype)
-    attn = jnp.einsum("bhqk,bkhd->bqhd", probs, v, preferred_element_type=jnp.float32)
-    attn = attn.astype(cfg.dtype).reshape(batch, length, hidden)
+    attn = attention(q, k, v, attention_mask).reshape(batch, length, hidden)
     x = _layer_norm(cfg, "attention_norm")(x + _dense(hidden, cfg, "attention_out")(attn))
     h = gelu(_dense(cfg.intermediate_size, cfg, "intermediate")(x))
     return _layer_norm(cfg, "output_norm")(x + _dense(hidden, cfg, "output")(h))

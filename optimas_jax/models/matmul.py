@@ -36,16 +36,36 @@ def _forward(x, w, accumulate):
   return _product(x, w, accumulate), (x, w)
 
 
+def row_major(x):
+  """``x`` (typically a transpose) written out row-major. A plain transpose is folded
+  into the next product's operand layout, and XLA:CPU runs a bfloat16 product with a
+  transposed operand at float32 speed; splitting the last axis behind an optimization
+  barrier forces the copy. None where the last axis is odd-sized."""
+  last = x.shape[-1]
+  step = next((d for d in (8, 4, 2) if last % d == 0), None)
+  if step is None:
+    return None
+  return jax.lax.optimization_barrier(x.reshape(x.shape[:-1] + (last // step, step))
+                                      ).reshape(x.shape)
+
+
 def _backward(accumulate, residuals, dy):
   x, w = residuals
   dx = jax.lax.dot_general(dy, w, (((dy.ndim - 1,), (1,)), ((), ())),
                            preferred_element_type=accumulate).astype(x.dtype)
   x2 = x.reshape(-1, x.shape[-1])
   dy2 = dy.reshape(-1, dy.shape[-1])
-  # Tokens contracted on both sides: (I, O) with no transposed operand.
-  dw = jax.lax.dot_general(x2, dy2, (((0,), (0,)), ((), ())),
-                           preferred_element_type=accumulate).astype(w.dtype)
-  return dx, dw
+  x2t = row_major(x2.T) if jnp.dtype(x.dtype).itemsize < 4 else None
+  if x2t is not None:
+    # bfloat16: x^T copied row-major, then a plain product on the bf16 units (MiniLM's
+    # dW products at 2048 tokens: 12.6-15.7 -> 7.1-7.2 ms; 1.5 MB copies).
+    dw = jax.lax.dot_general(x2t, dy2, (((1,), (0,)), ((), ())),
+                             preferred_element_type=accumulate)
+  else:
+    # float32: tokens contracted on both sides, (I, O) with no transposed operand.
+    dw = jax.lax.dot_general(x2, dy2, (((0,), (0,)), ((), ())),
+                             preferred_element_type=accumulate)
+  return dx, dw.astype(w.dtype)
 
 
 _dense_product.defvjp(_forward, _backward)
