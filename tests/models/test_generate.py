@@ -226,6 +226,21 @@ def test_greedy_rows_do_not_depend_on_their_batch_mates_prompt_bucket(tiny):
     np.testing.assert_allclose(m.logprobs, a.logprobs, atol=1e-5)
 
 
+def _spied_generators(module, params, record):
+  """(a Generator reusing prefills whose program calls append record(*args) to seen,
+  a Generator prefilling every row, seen)."""
+  shared = generate.Generator(module, params, pad_id=0, prompt_multiple=8)
+  plain = generate.Generator(module, params, pad_id=0, prompt_multiple=8, prefix_reuse=False)
+  seen = []
+  program = shared._program
+
+  def spy(n, impl):
+    run = program(n, impl)
+    return lambda *args: seen.append(record(*args)) or run(*args)
+  shared._program = spy
+  return shared, plain, seen
+
+
 def test_a_shared_prompt_prefix_is_prefilled_once_with_the_same_tokens(tiny):
   """Rows that start with the same 21 tokens (a system prompt): the first 16 (whole
   8-token buckets) are prefilled once and copied to every row; greedy and sampled
@@ -234,15 +249,8 @@ def test_a_shared_prompt_prefix_is_prefilled_once_with_the_same_tokens(tiny):
   rng = np.random.default_rng(1)
   system = rng.integers(1, 200, size=21).tolist()
   prompts = [system + rng.integers(1, 200, size=n).tolist() for n in (1, 5, 11)]
-  shared = generate.Generator(module, params, pad_id=0, prompt_multiple=8)
-  plain = generate.Generator(module, params, pad_id=0, prompt_multiple=8, prefix_reuse=False)
-  seen = []
-  program = shared._program
-
-  def spy(n, impl):
-    run = program(n, impl)
-    return lambda p, a, prefix, *rest: seen.append(np.shape(prefix)) or run(p, a, prefix, *rest)
-  shared._program = spy
+  shared, plain, seen = _spied_generators(module, params,
+                                          lambda p, a, prefix, *rest: np.shape(prefix))
   keys = jax.vmap(jax.random.key)(jnp.arange(3, dtype=jnp.uint32))
   for kw in (dict(), dict(temperature=1.0, rng=keys)):
     ours = shared.generate_ids(prompts, max_new_tokens=8, **kw)
@@ -272,17 +280,9 @@ def test_rows_that_share_a_prompt_prefill_it_once_with_the_same_tokens(tiny):
   system = rng.integers(1, 200, size=16).tolist()
   two = [system + rng.integers(1, 200, size=n).tolist() for n in (3, 9)]
   prompts = two * 4                                   # rows 0, 2, 4, 6 share a prompt
-  shared = generate.Generator(module, params, pad_id=0, prompt_multiple=8)
-  plain = generate.Generator(module, params, pad_id=0, prompt_multiple=8, prefix_reuse=False)
-  seen = []
-  program = shared._program
-
-  def spy(n, impl):
-    run = program(n, impl)
-    return lambda p, a, prefix, ids, mask, row_prompt, *rest: seen.append(
-        (np.shape(prefix), np.shape(ids), row_prompt.tolist())) or run(
-            p, a, prefix, ids, mask, row_prompt, *rest)
-  shared._program = spy
+  shared, plain, seen = _spied_generators(
+      module, params, lambda p, a, prefix, ids, mask, row_prompt, *rest: (
+          np.shape(prefix), np.shape(ids), row_prompt.tolist()))
   keys = jax.vmap(jax.random.key)(jnp.arange(8, dtype=jnp.uint32))
   ours = shared.generate_ids(prompts, max_new_tokens=8, temperature=1.0, rng=keys,
                              repeated_prompts=True)
