@@ -1,15 +1,17 @@
 """The encoder's attention core, softmax(q k^T / sqrt(D)) v, with its backward written out.
 
 Why not JAX's own derivative: on XLA:CPU the autodiff backward of the two
-einsums and the masked softmax took 34-36 ms of one MiniLM layer's forward +
-backward at 16 x 128 tokens (float32 and bfloat16 alike), and this one 19 ms
-(float32) and 14 ms (bfloat16): its products are the four of the textbook
-backward (dP = dO V^T, dV = P^T dO, dQ = dS K, dK = dS^T Q), the softmax's
-derivative is one fused expression, and for bfloat16 the two products that
-contract the query axis get P^T and dS^T written out row-major first: XLA:CPU
-runs a bfloat16 product with a transposed operand at float32 speed
-(models/matmul.py). The math is the same; the sums may round differently in the
-last bits.
+einsums and the masked softmax took 30-37 ms of one MiniLM layer's forward +
+backward at 16 x 128 tokens (float32 and bfloat16 alike), and this one 21 ms
+(float32, under YNNPACK; XLA's own dot emitter, which the float32 encoder
+programs use, keeps it at ~34 ms) and 11.6 ms (bfloat16). Three things make the
+difference: the mask is an additive -1e9 (a select on it doubled the core's
+time, same math); the backward is the textbook four products (dP = dO V^T,
+dV = P^T dO, dQ = dS K, dK = dS^T Q) with the softmax's derivative one fused
+expression; and in bfloat16 the operands are written out row-major first
+(heads-major q, k, v; P^T and dS^T for the two products that contract the query
+axis), because XLA:CPU runs a bfloat16 product on a transposed operand at float32
+speed (models/matmul.py). The sums may round differently in the last bits.
 """
 
 from __future__ import annotations
@@ -26,25 +28,27 @@ def _bdot(a, b, contract_a: int, contract_b: int):
                              preferred_element_type=jnp.float32)
 
 
+def _low_precision_row_major(x):
+  """x written out row-major when it is bfloat16 (and its last axis even), else x."""
+  if jnp.dtype(x.dtype).itemsize < 4:
+    copied = row_major(x)
+    if copied is not None:
+      return copied
+  return x
+
+
 def _query_contracted(x, y):
   """x^T y over the query axis: x (B, H, Q, K), y (B, H, Q, D) -> (B, H, K, D).
 
-  float32 contracts the query axis in place; bfloat16 first writes x^T out
-  row-major (a transposed bfloat16 operand runs at float32 speed)."""
+  float32 contracts the query axis in place; bfloat16 reads x^T written out."""
   if jnp.dtype(x.dtype).itemsize < 4:
-    x_t = row_major(jnp.swapaxes(x, -1, -2))
-    if x_t is not None:
-      return _bdot(x_t, y, 3, 2)
+    return _bdot(_low_precision_row_major(jnp.swapaxes(x, -1, -2)), y, 3, 2)
   return _bdot(x, y, 2, 2)
 
 
 def _relayout(x):
-  """(B, L, H, D) <-> (B, H, L, D); written out row-major for bfloat16, whose
-  products run at float32 speed on an operand left in another layout."""
-  swapped = jnp.transpose(x, (0, 2, 1, 3))
-  if jnp.dtype(x.dtype).itemsize < 4:
-    return row_major(swapped) if x.shape[-1] % 2 == 0 else swapped
-  return swapped
+  """(B, L, H, D) <-> (B, H, L, D)."""
+  return _low_precision_row_major(jnp.transpose(x, (0, 2, 1, 3)))
 
 
 def _forward(q, k, v, key_ok):

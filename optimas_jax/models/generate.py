@@ -376,7 +376,7 @@ class Generator:
   def _reuse_prefill(self) -> bool:
     return self.prefix_reuse and (self.mesh is None or self.mesh.size == 1)
 
-  def _distinct_prompts(self, rows, batch: int, repeated: bool = True):
+  def _distinct_prompts(self, rows, batch: int, repeated: bool):
     """(prompts to prefill, row b's index among them as a (batch,) array), or
     (rows, None) when every row is its own prompt (or reuse is off)."""
     if not repeated or not self._reuse_prefill():

@@ -294,7 +294,7 @@ def test_rows_that_share_a_prompt_prefill_it_once_with_the_same_tokens(tiny):
   for o, r in zip(ours, ref):
     np.testing.assert_allclose(o.logprobs, r.logprobs, atol=1e-5)
   # Every row its own prompt: nothing to share.
-  assert shared._distinct_prompts([[1], [2], [3]], 4)[1] is None
+  assert shared._distinct_prompts([[1], [2], [3]], 4, repeated=True)[1] is None
 
 
 @pytest.mark.usefixtures("fresh_compiles")
