@@ -19,6 +19,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from optimas_jax.models import gqa
 from optimas_jax.models.matmul import dense_dot_general
 
 _static = lambda **kw: flax.struct.field(pytree_node=False, **kw)
@@ -121,6 +122,13 @@ def causal_mask(attention_mask):
   return causal[None] & attention_mask.astype(bool)[:, None, :]
 
 
+def _first_slot(cache, cache_index):
+  """The first query's slot when it is known at trace time (see gqa.attention)."""
+  if cache is None:
+    return 0
+  return cache_index if isinstance(cache_index, int) else None
+
+
 class LlamaLayer(nn.Module):
   """Pre-norm layer: GQA self-attention with RoPE, then SwiGLU MLP."""
 
@@ -162,13 +170,8 @@ class LlamaLayer(nn.Module):
       new_cache = (k, v)
     # GQA: group the query heads that share one kv head instead of repeating kv.
     q = q.reshape(batch, length, nkv, nq // nkv, d)
-    scores = jnp.einsum("blkgd,bskd->bkgls", q, k, preferred_element_type=jnp.float32)
-    scores = scores * (1.0 / jnp.sqrt(jnp.float32(d)))
-    # where, not an additive bias: a row with no visible key (a pad query)
-    # gets a finite uniform softmax instead of NaN.
-    scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(cfg.dtype)
-    attn = jnp.einsum("bkgls,bskd->blkgd", probs, v).reshape(batch, length, nq * d)
+    attn = gqa.attention(q, k, v, mask, _first_slot(cache, cache_index), cfg.dtype)
+    attn = attn.reshape(batch, length, nq * d)
     x = x + dense(cfg.hidden_size, "o_proj")(attn)
     h = RMSNorm(cfg.rms_norm_eps, cfg.dtype, cfg.weights_dtype, name="post_attention_norm")(x)
     h = nn.silu(dense(cfg.intermediate_size, "gate_proj")(h)) * dense(
