@@ -28,11 +28,11 @@ QUERY_BLOCK = 64
 MAX_BLOCKS = 8
 
 
-def _masked_softmax(scores, mask, dtype):
+def _masked_softmax(scores, mask, dtype, axis=-1):
   # A select, not an additive bias: a query with no visible key gets a finite
   # uniform softmax instead of NaN.
   scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-  return jax.nn.softmax(scores, axis=-1).astype(dtype)
+  return jax.nn.softmax(scores, axis=axis).astype(dtype)
 
 
 def _attend(q, k, v, mask, dtype):
@@ -41,6 +41,22 @@ def _attend(q, k, v, mask, dtype):
   scores = jnp.einsum("blkgd,bskd->bkgls", q, k, preferred_element_type=jnp.float32)
   probs = _masked_softmax(scores * scale, mask[:, None, None, :, :], dtype)
   return jnp.einsum("bkgls,bskd->blkgd", probs, v)
+
+
+def _attend_one_query(q, k, v, mask, dtype):
+  """One query per row (a decode step): products as multiply-and-sum, in float32.
+
+  The (G, D) x (D, S) products of a decode step are too small for XLA:CPU's
+  batched dot (one thread, ~4x slower here); as an elementwise product summed
+  over D (then over S) they fuse into loops that stream the cache once.
+  """
+  q32 = q[:, 0].astype(jnp.float32)                                    # (B, KV, G, D)
+  scale = 1.0 / jnp.sqrt(jnp.float32(q.shape[-1]))
+  scores = jnp.sum(q32[:, None] * k.astype(jnp.float32)[:, :, :, None, :], -1) * scale
+  probs = _masked_softmax(scores, mask[:, 0, :, None, None], dtype, axis=1)  # (B, S, KV, G)
+  out = jnp.sum(probs.astype(jnp.float32)[..., None] * v.astype(jnp.float32)[:, :, :, None, :],
+                1)
+  return out.astype(dtype)[:, None]
 
 
 def _bdot(a, b, contract_a: int, contract_b: int):
@@ -74,9 +90,11 @@ def attention(q, k, v, mask, first_slot, dtype):
   the slot of the first query when it is a Python int and query i, at slot
   first_slot + i, sees no slot after its own (a causal prompt, with or without
   a cache before it); then the queries run in blocks. None (slots known only at
-  run time, one decode step): one product. Returns (B, L, KV, G, D) in ``dtype``.
+  run time): one product. One query (a decode step) runs as multiply-and-sum. Returns (B, L, KV, G, D) in ``dtype``.
   """
   length = q.shape[1]
+  if length == 1:
+    return _attend_one_query(q, k, v, mask, dtype)
   block = block_size(length)
   if first_slot is None or length <= block:
     return _attend(q, k, v, mask, dtype)

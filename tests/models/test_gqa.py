@@ -94,3 +94,18 @@ def _prefix_mask(queries, slots):
   """(2, queries, slots): query i sees slots <= i."""
   mask = np.arange(slots)[None, :] <= np.arange(queries)[:, None]
   return jnp.asarray(np.broadcast_to(mask, (2, queries, slots)))
+
+
+@pytest.mark.parametrize("dtype,atol", [(jnp.float32, 1e-5), (jnp.bfloat16, 0.02)])
+def test_a_decode_steps_multiply_and_sum_equals_the_product(dtype, atol):
+  """One query per row over a cache whose rows see different slots."""
+  rng = np.random.default_rng(2)
+  q = jnp.asarray(rng.standard_normal((3, 1, 2, 3, 8)), dtype)
+  k, v = (jnp.asarray(rng.standard_normal((3, 40, 2, 8)), dtype) for _ in range(2))
+  seen = np.arange(40)[None, :] < np.array([[40], [17], [1]])
+  mask = jnp.asarray(seen[:, None, :] & (np.arange(40) >= np.array([[0], [5], [0]]))[:, None])
+  step = gqa.attention(q, k, v, mask, None, dtype)
+  assert step.shape == q.shape and step.dtype == dtype
+  np.testing.assert_allclose(np.asarray(step, np.float32),
+                             np.asarray(gqa._attend(q, k, v, mask, dtype), np.float32),
+                             rtol=1e-5, atol=atol)
