@@ -92,7 +92,7 @@ def main(argv=None) -> None:
          "command": " ".join(["python", "experiments/benchmarks/matmul_peak.py"] + sys.argv[1:]),
          "cpu_flags": sorted(set(open("/proc/cpuinfo").read().split()) &
                              {"avx512_bf16", "amx_bf16", "amx_tile", "avx512f", "avx2"}),
-         "cpus": os.cpu_count(), "runs": runs,
+         "cpu": util.cpu(), "cpus": os.cpu_count(), "runs": runs,
          "gflops_median": {v: {dt: statistics.median(r[dt] for r in rs if dt in r)
                                for dt in ("float32", "bfloat16") if any(dt in r for r in rs)}
                            for v, rs in runs.items()},
