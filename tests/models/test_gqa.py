@@ -7,6 +7,9 @@ import pytest
 
 from optimas_jax.models import gqa, llama
 
+# first_slot and dtype are static: they choose the path.
+_attention = jax.jit(gqa.attention, static_argnums=(4, 5))
+
 
 def _causal_inputs(length, first_slot, slots, pads, seed=0, dtype=jnp.float32):
   """q (B, L, KV=2, G=3, D=8) at slots first_slot.., k/v over ``slots``; row b has
@@ -29,8 +32,8 @@ def _causal_inputs(length, first_slot, slots, pads, seed=0, dtype=jnp.float32):
 ])
 def test_blocks_equal_one_product_at_every_real_query(length, first_slot, slots):
   q, k, v, mask, real = _causal_inputs(length, first_slot, slots, pads=[0, 37, first_slot])
-  blocked = gqa.attention(q, k, v, mask, first_slot, jnp.float32)
-  whole = gqa.attention(q, k, v, mask, None, jnp.float32)
+  blocked = _attention(q, k, v, mask, first_slot, jnp.float32)
+  whole = _attention(q, k, v, mask, None, jnp.float32)
   assert gqa.block_size(length) < length             # the blocked path ran
   np.testing.assert_allclose(np.asarray(blocked)[real], np.asarray(whole)[real],
                              rtol=1e-5, atol=1e-5)
@@ -41,16 +44,17 @@ def test_gradients_through_the_blocks_equal_one_products():
   weights = jnp.asarray(real, jnp.float32)[:, :, None, None, None]   # real queries only
   loss = lambda first: lambda q, k, v: jnp.sum(
       gqa.attention(q, k, v, mask, first, jnp.float32) * weights)
-  blocked, whole = (jax.grad(loss(first), argnums=(0, 1, 2))(q, k, v) for first in (0, None))
+  blocked, whole = (jax.jit(jax.grad(loss(first), argnums=(0, 1, 2)))(q, k, v)
+                    for first in (0, None))
   for a, b in zip(blocked, whole):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_bfloat16_blocks_stay_within_rounding_of_one_product():
   q, k, v, mask, real = _causal_inputs(130, 0, 130, pads=[0, 5], dtype=jnp.bfloat16)
-  blocked = gqa.attention(q, k, v, mask, 0, jnp.bfloat16)
+  blocked = _attention(q, k, v, mask, 0, jnp.bfloat16)
   assert blocked.dtype == jnp.bfloat16
-  whole = gqa.attention(q, k, v, mask, None, jnp.bfloat16)
+  whole = _attention(q, k, v, mask, None, jnp.bfloat16)
   np.testing.assert_allclose(np.asarray(blocked, np.float32)[real],
                              np.asarray(whole, np.float32)[real], atol=0.05)
 
@@ -70,14 +74,17 @@ def test_a_decoders_hidden_states_and_cached_prefill_do_not_move(monkeypatch):
   params = model.init(jax.random.key(0), ids[:, :4], attention_mask[:, :4])
 
   def run():
-    hidden = model.apply(params, ids, attention_mask, method=model.hidden_states)
-    cache = llama.init_cache(cfg, 2, 180)
-    _, cache = model.apply(params, ids[:, :10], jnp.arange(10)[None].repeat(2, 0),
-                           _prefix_mask(10, 180), cache, 0, method=model.forward_cached)
-    rest, cache = model.apply(params, ids[:, 10:], 10 + jnp.arange(140)[None].repeat(2, 0),
-                              _prefix_mask(150, 180)[:, 10:], cache, 10,
-                              method=model.forward_cached)
-    return hidden, rest, cache
+    @jax.jit            # a new function per call: traced with the block size of the moment
+    def passes(params):
+      hidden = model.apply(params, ids, attention_mask, method=model.hidden_states)
+      cache = llama.init_cache(cfg, 2, 180)
+      _, cache = model.apply(params, ids[:, :10], jnp.arange(10)[None].repeat(2, 0),
+                             _prefix_mask(10, 180), cache, 0, method=model.forward_cached)
+      rest, cache = model.apply(params, ids[:, 10:], 10 + jnp.arange(140)[None].repeat(2, 0),
+                                _prefix_mask(150, 180)[:, 10:], cache, 10,
+                                method=model.forward_cached)
+      return hidden, rest, cache
+    return passes(params)
 
   blocked = run()
   monkeypatch.setattr(gqa, "QUERY_BLOCK", 1024)
@@ -85,6 +92,9 @@ def test_a_decoders_hidden_states_and_cached_prefill_do_not_move(monkeypatch):
   real = np.asarray(attention_mask, bool)
   np.testing.assert_allclose(np.asarray(blocked[0])[real], np.asarray(whole[0])[real],
                              rtol=1e-5, atol=1e-5)
+  # Both paths ran: at left padding (no visible key) the uniform softmax spans the
+  # first block's keys in one and every key in the other.
+  assert not np.allclose(np.asarray(blocked[0])[~real], np.asarray(whole[0])[~real])
   np.testing.assert_allclose(blocked[1], whole[1], rtol=1e-5, atol=1e-5)
   for a, b in zip(jax.tree.leaves(blocked[2]), jax.tree.leaves(whole[2])):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
