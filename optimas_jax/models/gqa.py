@@ -11,6 +11,9 @@ because each block's scores stay small). Inside a block the heads come first
 and a key-value head's query group is folded into the query axis, so each
 batched product is (group * block) x D x keys.
 
+A decode step (one query a row) runs as multiply-and-sum over the cache
+(``_attend_one_query``): XLA:CPU's batched product of its small pieces is slower.
+
 Queries with no visible key (left padding) get a uniform softmax over the keys
 their block reads, where one product gives it over the whole cache: the two
 differ only at such padding positions, whose outputs no real token reads.
@@ -22,8 +25,9 @@ import jax
 import jax.numpy as jnp
 
 # Queries per block, and at most this many blocks (longer prompts get wider
-# blocks): 64 was the fastest of 32/64/128 at 256 and 1024 tokens, and every
-# block adds its own products to the compiled program (compile time).
+# blocks): 64 was as fast as 32 or faster, and faster than 128, at 256 and 1024
+# tokens (probes), and every block adds its own products to the compiled
+# program (compile time).
 QUERY_BLOCK = 64
 MAX_BLOCKS = 8
 
