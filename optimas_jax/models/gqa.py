@@ -82,8 +82,8 @@ def _attend_block(q, k, v, mask, dtype):
 
 def block_size(length: int) -> int:
   """Queries per block for ``length`` queries (a multiple of QUERY_BLOCK)."""
-  blocks_of_64 = -(-length // QUERY_BLOCK)
-  return QUERY_BLOCK * -(-blocks_of_64 // MAX_BLOCKS)
+  narrow_blocks = -(-length // QUERY_BLOCK)
+  return QUERY_BLOCK * -(-narrow_blocks // MAX_BLOCKS)
 
 
 def attention(q, k, v, mask, first_slot, dtype):
@@ -94,7 +94,8 @@ def attention(q, k, v, mask, first_slot, dtype):
   the slot of the first query when it is a Python int and query i, at slot
   first_slot + i, sees no slot after its own (a causal prompt, with or without
   a cache before it); then the queries run in blocks. None (slots known only at
-  run time): one product. One query (a decode step) runs as multiply-and-sum. Returns (B, L, KV, G, D) in ``dtype``.
+  run time): one product. One query (a decode step) runs as multiply-and-sum.
+  Returns (B, L, KV, G, D) in ``dtype``.
   """
   length = q.shape[1]
   if length == 1:
