@@ -14,7 +14,7 @@ from ml_collections import config_flags
 
 from optimas_jax.methods import compare
 from optimas_jax.core.mesh import is_writer
-from optimas_jax.runtime import QuietLibraries, enable_compilation_cache, init_distributed
+from optimas_jax.runtime import QuietLibraries, configure_process, init_distributed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -38,7 +38,7 @@ DEFAULT_METHODS = ["unoptimized", "coordinate", "optimas_static", "optimas"]
 def main(argv):
   del argv
   logging.get_absl_handler().addFilter(QuietLibraries())
-  enable_compilation_cache()
+  logging.info("host memory: %s", configure_process())
   init_distributed()
   config = _CONFIG.value
   root = pathlib.Path(_WORKDIR.value)

@@ -13,7 +13,7 @@ from ml_collections import config_flags
 
 from optimas_jax import jobs
 from optimas_jax.core.mesh import is_writer
-from optimas_jax.runtime import QuietLibraries, enable_compilation_cache, init_distributed
+from optimas_jax.runtime import QuietLibraries, configure_process, init_distributed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -24,7 +24,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   logging.get_absl_handler().addFilter(QuietLibraries())
-  enable_compilation_cache()
+  logging.info("host memory: %s", configure_process())
   config = _CONFIG.value
   jobs.validate(config)
   init_distributed()

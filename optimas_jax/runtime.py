@@ -1,5 +1,5 @@
-"""Process-wide JAX settings shared by the entry points: the compilation cache,
-multi-process initialisation, log filters."""
+"""Process-wide JAX settings shared by the entry points: host memory reuse, the
+compilation cache, multi-process initialisation, log filters."""
 
 import importlib.util
 import os
@@ -8,6 +8,8 @@ import time
 
 import jax
 from absl import flags, logging
+
+from optimas_jax import host_memory
 
 # The persistent compilation cache's bound (least recently used programs go first).
 COMPILATION_CACHE_MAX_BYTES = 4 << 30
@@ -93,6 +95,15 @@ def init_distributed() -> None:
                              initialization_timeout=_TIMEOUT.value)
   logging.info("process %d of %d, coordinator %s", jax.process_index(), jax.process_count(),
                _COORDINATOR.value)
+
+
+def configure_process() -> str:
+  """What every entry point sets before its first JAX computation: freed host memory
+  kept for reuse (host_memory.py) and the compilation cache. Returns the host memory
+  setting, for the logs and the benchmarks' records."""
+  how = host_memory.reuse_freed_memory()
+  enable_compilation_cache()
+  return how
 
 
 def enable_compilation_cache() -> None:

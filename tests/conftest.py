@@ -3,6 +3,11 @@
 import jax
 import pytest
 
+from optimas_jax import host_memory
+
+# Before any test starts JAX's CPU backend, as every entry point does (host_memory.py).
+host_memory.reuse_freed_memory()
+
 
 @pytest.fixture
 def fresh_compiles():

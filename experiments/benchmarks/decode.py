@@ -146,8 +146,8 @@ def side(name: str, batches, prompt_len: int, new_tokens: int, repeats: int,
   import time
   t0 = time.perf_counter()
   from optimas_jax.models import registry
-  from optimas_jax.runtime import enable_compilation_cache
-  enable_compilation_cache()
+  from optimas_jax.runtime import configure_process
+  host_memory = configure_process()
   backbone = registry.load_backbone("smollm2-135m", dtype)
   load_s = time.perf_counter() - t0
   if name in ("jax", "jax_no_reuse"):
@@ -162,7 +162,7 @@ def side(name: str, batches, prompt_len: int, new_tokens: int, repeats: int,
           "seconds": {b: r["seconds"] for b, r in out.items()},
           "model_flops": {str(b): util.decode_flops(backbone.module.config, b, prompt_len,
                                                     new_tokens) for b in batches},
-          "load_s": round(load_s, 3), "versions": versions}
+          "load_s": round(load_s, 3), "versions": versions, "host_memory": host_memory}
 
 
 def main() -> None:

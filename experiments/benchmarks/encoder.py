@@ -39,13 +39,13 @@ def side(name: str, args) -> dict:
   if name == "jax":
     import jax
     from optimas_jax.models import bert, registry
-    from optimas_jax.runtime import enable_compilation_cache
-    enable_compilation_cache()
+    from optimas_jax.runtime import configure_process
+    host_memory = configure_process()
     b = registry.load_backbone("minilm")
     assert all(len(r) >= args.seq_len for r in b.tokenizer.encode_batch(texts[:4]))
     run = lambda: bert.encode_sentences(b.module, b.params, b.tokenizer, texts,  # noqa: E731
                                         batch_size=args.batch_size, max_length=args.seq_len)
-    versions = {"jax": jax.__version__}
+    versions = {"jax": jax.__version__, "host_memory": host_memory}
   else:
     import torch
     from sentence_transformers import SentenceTransformer

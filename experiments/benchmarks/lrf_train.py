@@ -199,9 +199,9 @@ def run_jax(spec: dict, compute_dtype: str = "") -> dict:
   from optimas_jax.lrf.model import build_lrf
   from optimas_jax.lrf.train import Trainer
   from optimas_jax.models.registry import load_backbone
-  from optimas_jax.runtime import enable_compilation_cache
+  from optimas_jax.runtime import configure_process
   # pylint: enable=import-outside-toplevel
-  enable_compilation_cache()            # $OPTIMAS_JAX_COMPILATION_CACHE: cold, warm or off
+  host_memory = configure_process()     # $OPTIMAS_JAX_COMPILATION_CACHE: cold, warm or off
   s, d = spec["settings"], spec["data"]
   clock = util.Clock()
   load_start = util.loadavg()
@@ -276,7 +276,7 @@ def run_jax(spec: dict, compute_dtype: str = "") -> dict:
                                                 "store", ())),
              peak_rss_mb=round(max(peak_setup, util.peak_rss_mb()), 1),
              peak_rss_train_mb=util.peak_rss_since_reset_mb(),
-             loadavg_start=load_start, loadavg_end=util.loadavg())
+             loadavg_start=load_start, loadavg_end=util.loadavg(), host_memory=host_memory)
   return out
 
 
@@ -436,7 +436,9 @@ def main():
               "counts setup + training up to the first eval at >= target"),
       machine=dict(cpus=os.cpu_count(), python=platform.python_version(),
                    platform=platform.platform(), cpu=util.cpu(),
-                   loadavg_start=util.loadavg()),
+                   loadavg_start=util.loadavg(),
+                   # glibc malloc settings every side's process inherits (host_memory.py)
+                   malloc_env={k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}),
       data=dict(task="amazon next-item (../shared/data/amazon), one component",
                 train_groups=len(train), held_groups=len(held),
                 candidates_per_group=4,

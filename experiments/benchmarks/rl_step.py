@@ -206,9 +206,9 @@ def run_jax(spec: dict, share_prompts: bool = True) -> dict:
   import jax
   import numpy as np
   from optimas_jax.rl.trainer import RLTrainer
-  from optimas_jax.runtime import enable_compilation_cache
+  from optimas_jax.runtime import configure_process
   # pylint: enable=import-outside-toplevel
-  enable_compilation_cache()      # as every job: the first process fills it, later ones load
+  host_memory = configure_process()   # as every job: the first process fills the cache
   load_start = loadavg()
   t0 = time.perf_counter()
   llm = _jax_llm(spec)
@@ -240,7 +240,7 @@ def run_jax(spec: dict, share_prompts: bool = True) -> dict:
   if gap > 0.05 * med("seconds") + 0.05:
     raise RuntimeError(f"RLTrainer.step's clock misses {gap:.2f} s of a "
                        f"{med('seconds'):.2f} s step")
-  return dict(framework=f"jax {jax.__version__} ({jax.default_backend()})",
+  return dict(framework=f"jax {jax.__version__} ({jax.default_backend()})", host_memory=host_memory,
               share_prompts=share_prompts,
               step_seconds_median=round(med("seconds"), 3),
               sample_seconds_median=round(med("sample_seconds"), 3),

@@ -106,10 +106,10 @@ def play(url: str, requests: list[dict]) -> dict:
 def run_side(args) -> dict:
   # pylint: disable=import-outside-toplevel
   from optimas_jax.llm import serve
-  from optimas_jax.runtime import enable_compilation_cache
+  from optimas_jax.runtime import configure_process
   # pylint: enable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
-  enable_compilation_cache()
+  host_memory = configure_process()
   compiles = []                          # (name, seconds) of every program compiled or loaded
 
   def on_event(event, seconds, fun_name="?", **_):
@@ -141,6 +141,7 @@ def run_side(args) -> dict:
   finally:
     server.close()
   return dict(scheduler=args.side, setup_s=round(setup, 2), warm_passes=warm, **timed,
+              host_memory=host_memory,
               server_stats=stats, peak_rss_mb=util.peak_rss_mb())
 
 

@@ -24,8 +24,8 @@ def main(argv=None) -> int:
   import jax  # after argparse: --help stays fast
   from optimas_jax.llm.base import SamplingParams
   from optimas_jax.llm.local import load_local_llm
-  from optimas_jax.runtime import enable_compilation_cache
-  enable_compilation_cache()
+  from optimas_jax.runtime import configure_process
+  configure_process()
 
   llm = load_local_llm(args.model, dtype=args.dtype)
   messages = ([{"role": "system", "content": args.system}] if args.system else [])

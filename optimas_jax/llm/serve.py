@@ -708,8 +708,9 @@ def main(argv=None) -> int:
       parser.error(f"--api_key_env={args.api_key_env} but ${args.api_key_env} is empty; set it")
 
   logging.set_verbosity(logging.INFO)
-  from optimas_jax.runtime import enable_compilation_cache
-  enable_compilation_cache()                # a restarted server reuses its compiled decoders
+  from optimas_jax.runtime import configure_process
+  # a restarted server reuses its compiled decoders (the compilation cache)
+  logging.info("host memory: %s", configure_process())
   server = make_server(args.model, args.host, args.port, dtype=args.dtype,
                        max_context=args.max_context, batch_window_ms=args.batch_window_ms,
                        max_batch=args.max_batch, delay_ms=args.delay_ms,
