@@ -12,7 +12,7 @@ ROOT = pathlib.Path(__file__).parents[1] / "optimas_jax"
 
 # Bottom to top; a package may import any package of an earlier layer.
 LAYERS = [
-    {"core"},
+    {"core", "host_memory"},
     {"atomic", "metrics_log", "runtime", "checkpoint"},
     {"models", "sandbox", "system"},
     {"llm"},
