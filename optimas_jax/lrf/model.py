@@ -114,6 +114,11 @@ class LRF:
     """Per-program XLA options for this backbone's programs (models/xla_cpu.py)."""
     return xla_cpu.encoder_options(self.model.backbone.config.dtype)
 
+  @property
+  def train_compiler_options(self) -> dict | None:
+    """The same for the training step (forward + backward)."""
+    return xla_cpu.encoder_options(self.model.backbone.config.dtype, training=True)
+
   def is_trainable(self, path: tuple[str, ...]) -> bool:
     if path[0] == "heads" or self.trainable == "full":
       return True

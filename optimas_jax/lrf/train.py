@@ -319,7 +319,7 @@ class Trainer:
         self._step, "lrf_train_step", static_key,
         in_shardings=(shardings, self.data, self.repl, self.repl),
         out_shardings=(shardings, self.repl), donate_argnums=(0,),
-        compiler_options=self.lrf.compiler_options)
+        compiler_options=self.lrf.train_compiler_options)
     self.eval_fn = jax.jit(self._eval, in_shardings=(shardings.trainable, shardings.frozen,
                                                      self.data), out_shardings=self.repl,
                            compiler_options=self.lrf.compiler_options)

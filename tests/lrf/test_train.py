@@ -242,3 +242,13 @@ def test_mixed_precision_steps_keep_float32_state_and_follow_float32(backbone, g
     losses[compute] = out
   np.testing.assert_allclose(losses["bfloat16"], losses[""], rtol=5e-2)
   assert losses["bfloat16"] != losses[""]       # the products did run in bfloat16
+
+
+def test_the_float32_step_compiles_with_ynnpack_reductions_and_eval_without(backbone, groups):
+  """models/xla_cpu.py: training programs get the option, forward-only ones do not."""
+  t, state = _trainer(backbone, groups, trainable="full")
+  plan = plan_epoch(groups[0], (32, 64), 4, 0, 0)
+  t.precompile(state, t.batch(groups[0], plan[0][1], plan[0][0]), jax.random.PRNGKey(0))
+  option = "xla_cpu_experimental_ynn_fusion_type"
+  assert t.jitted_step.compiler_options == {option: "LIBRARY_FUSION_TYPE_REDUCE"}
+  assert t.lrf.compiler_options == {option: ""}
