@@ -20,7 +20,9 @@ import dataclasses
 from typing import Any, Callable, Protocol, Sequence
 
 import jax
+from absl import logging
 
+from optimas_jax import runtime
 from optimas_jax.core import processes
 from optimas_jax.core.seeds import BatchRng, derive_seed
 from optimas_jax.system.component import execute
@@ -131,7 +133,12 @@ class _SystemActor:
   """A Ray actor: builds the system once (its models load here), then runs shares."""
 
   def __init__(self, factory: Callable[[], Any]):
+    # A fresh worker process: the entry points' settings before its models load.
+    self.host_memory = runtime.configure_process()
     self.system = factory()
+
+  def settings(self) -> str:
+    return f"host memory: {self.host_memory}"
 
   def run(self, names, traces, config, samples):
     return _run_share(self.system, names, traces, config, samples)
@@ -168,6 +175,7 @@ class RayRunner:
   def run(self, system, names, traces, config, samples) -> None:
     if not self.actors:   # on first use: the actors' model loads overlap nothing else
       self.actors = [self._actor.remote(self.factory) for _ in range(self.num_actors)]
+      logging.info("Ray actors: %s", self._ray.get([a.settings.remote() for a in self.actors]))
     blocks = [b for b in _blocks(len(traces), len(self.actors)) if len(b)]
     pending = [actor.run.remote(list(names), [traces[i] for i in block], config,
                                 [samples[i] for i in block])

@@ -59,6 +59,8 @@ def test_ray_actors_run_the_system(one_process, tmp_path):
   got, summary, logs = _run(tmp_path, extra=["--config.execution.backend=ray",
                                              "--config.execution.ray_actors=2"])
   assert "RayRunner(2 Ray actors)" in logs[0]
+  # Each actor's process applies the entry points' settings (runtime.configure_process).
+  assert "Ray actors: ['host memory: reuse', 'host memory: reuse']" in logs[0]
   assert got == one_process[0]
   for name, row in one_process[1]["counters"]["components"].items():
     assert summary["counters"]["components"][name]["calls"] == row["calls"]
