@@ -103,6 +103,7 @@ class Recorder:
         pairs_per_s=self.pairs / train_s,
         pairs_per_s_with_setup=self.pairs / (train_s + setup_s),
         step_s_median=step_median,
+        step_s=[round(s, 4) for s in self.step_s],     # in order: the first steps' cost
         seconds_to_target=hit["seconds"] if hit else None,
         train_seconds_to_target=hit["train_seconds"] if hit else None,
         never_reached=hit is None,
