@@ -244,6 +244,7 @@ def test_mixed_precision_steps_keep_float32_state_and_follow_float32(backbone, g
   assert losses["bfloat16"] != losses[""]       # the products did run in bfloat16
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU options")
 def test_the_float32_step_compiles_with_ynnpack_reductions_and_eval_without(backbone, groups):
   """models/xla_cpu.py: training programs get the option, forward-only ones do not."""
   t, state = _trainer(backbone, groups, trainable="full")

@@ -3,10 +3,14 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from optimas_jax.models import bert, xla_cpu
 
 OPTION = "xla_cpu_experimental_ynn_fusion_type"
+
+# Elsewhere the options are None by design (xla_cpu._supported).
+pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU options")
 
 
 def test_training_programs_get_ynnpack_reductions_and_inference_none():
