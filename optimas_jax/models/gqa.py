@@ -11,8 +11,9 @@ because each block's scores stay small). Inside a block the heads come first
 and a key-value head's query group is folded into the query axis, so each
 batched product is (group * block) x D x keys.
 
-A decode step (one query a row) runs as multiply-and-sum over the cache
-(``_attend_one_query``): XLA:CPU's batched product of its small pieces is slower.
+Keys and values are heads-major, (B, KV, S, D), the KV cache's own layout
+(models/llama.init_cache), so every product batches over (row, kv head) without a
+copy of the keys. A decode step (one query a row) is two such products per layer.
 
 Queries with no visible key (left padding) get a uniform softmax over the keys
 their block reads, where one product gives it over the whole cache: the two
@@ -40,26 +41,42 @@ def _masked_softmax(scores, mask, dtype, axis=-1):
 
 
 def _attend(q, k, v, mask, dtype):
-  """q (B, L, KV, G, D), k and v (B, S, KV, D), mask (B, L, S) -> (B, L, KV, G, D)."""
+  """q (B, L, KV, G, D), k and v (B, KV, S, D), mask (B, L, S) -> (B, L, KV, G, D)."""
   scale = 1.0 / jnp.sqrt(jnp.float32(q.shape[-1]))
-  scores = jnp.einsum("blkgd,bskd->bkgls", q, k, preferred_element_type=jnp.float32)
+  scores = jnp.einsum("blkgd,bksd->bkgls", q, k, preferred_element_type=jnp.float32)
   probs = _masked_softmax(scores * scale, mask[:, None, None, :, :], dtype)
-  return jnp.einsum("bkgls,bskd->blkgd", probs, v)
+  return jnp.einsum("bkgls,bksd->blkgd", probs, v)
 
 
 def _attend_one_query(q, k, v, mask, dtype):
-  """One query per row (a decode step): products as multiply-and-sum, in float32.
-
-  The (G, D) x (D, S) products of a decode step are too small for XLA:CPU's
-  batched dot (one thread, ~4x slower here); as an elementwise product summed
-  over D (then over S) they fuse into loops that stream the cache once.
-  """
-  q32 = q[:, 0].astype(jnp.float32)                                    # (B, KV, G, D)
+  """One query per row (a decode step): products batched over (row, kv head),
+  summed in float32, with the slots as the rows of both: (S, D) x (D, G) for the
+  scores, (G, S) x (S, D) for the output. XLA:CPU runs (S, D) x (D, G) 3.8x faster
+  than the same scores as (G, D) x (D, S) (SmolLM2, batch 32: 37 -> 9.7 ms over 30
+  layers, probe)."""
   scale = 1.0 / jnp.sqrt(jnp.float32(q.shape[-1]))
-  scores = jnp.sum(q32[:, None] * k.astype(jnp.float32)[:, :, :, None, :], -1) * scale
-  probs = _masked_softmax(scores, mask[:, 0, :, None, None], dtype, axis=1)  # (B, S, KV, G)
-  out = jnp.sum(probs.astype(jnp.float32)[..., None] * v.astype(jnp.float32)[:, :, :, None, :],
-                1)
+  scores = _bdot(k, q[:, 0], 3, 3) * scale                               # (B, KV, S, G)
+  probs = _masked_softmax(scores, mask[:, :, :, None], dtype, axis=2)
+  return _bdot(probs, v, 2, 2).astype(dtype)[:, None]                   # (B, 1, KV, G, D)
+
+
+def decode_step(q, cache, own, mask, dtype):
+  """One query per row (a decode step) over the cache and its own key and value,
+  kept apart so that the step never reads the slot it writes.
+
+  q (B, 1, KV, G, D); cache (k, v), each (B, KV, S, D), and own (k, v), each
+  (B, KV, 1, D); mask (B, 1, S): the cache slots each query sees besides its own
+  key (always seen). Returns (B, 1, KV, G, D) in ``dtype``.
+  """
+  (k, v), (own_k, own_v) = cache, own
+  slots = k.shape[2]
+  scale = 1.0 / jnp.sqrt(jnp.float32(q.shape[-1]))
+  q1 = q[:, 0]
+  scores = jnp.concatenate([_bdot(k, q1, 3, 3), _bdot(own_k, q1, 3, 3)], 2) * scale
+  seen = jnp.concatenate([mask[:, 0], jnp.ones_like(mask[:, 0, :1])], 1)    # (B, S + 1)
+  probs = _masked_softmax(scores, seen[:, None, :, None], dtype, axis=2)    # (B, KV, S + 1, G)
+  out = (_bdot(probs[:, :, :slots], v, 2, 2)
+         + _bdot(probs[:, :, slots:], own_v, 2, 2))
   return out.astype(dtype)[:, None]
 
 
@@ -90,11 +107,11 @@ def attention(q, k, v, mask, first_slot, dtype):
   """softmax(q k^T / sqrt(D)) v with key-value head sharing.
 
   q (B, L, KV, G, D): the G query heads of each key-value head; k and v
-  (B, S, KV, D); mask (B, L, S) bool, the slots each query sees. ``first_slot``:
+  (B, KV, S, D); mask (B, L, S) bool, the slots each query sees. ``first_slot``:
   the slot of the first query when it is a Python int and query i, at slot
   first_slot + i, sees no slot after its own (a causal prompt, with or without
   a cache before it); then the queries run in blocks. None (slots known only at
-  run time): one product. One query (a decode step) runs as multiply-and-sum.
+  run time): one product. One query (a decode step): two small batched products.
   Returns (B, L, KV, G, D) in ``dtype``.
   """
   length = q.shape[1]
@@ -103,9 +120,9 @@ def attention(q, k, v, mask, first_slot, dtype):
   block = block_size(length)
   if first_slot is None or length <= block:
     return _attend(q, k, v, mask, dtype)
-  visible = min(k.shape[1], first_slot + length)
+  visible = min(k.shape[2], first_slot + length)
   q = jnp.transpose(q, (0, 2, 3, 1, 4))
-  k, v = (jnp.transpose(x[:, :visible], (0, 2, 1, 3)) for x in (k, v))
+  k, v = (x[:, :, :visible] for x in (k, v))
   outs = []
   for start in range(0, length, block):
     stop = min(length, start + block)

@@ -122,6 +122,26 @@ def causal_mask(attention_mask):
   return causal[None] & attention_mask.astype(bool)[:, None, :]
 
 
+def _write(cache, k, v, cache_index):
+  """This call's keys and values, (B, L, kv_heads, D), written into ``cache`` at slot
+  ``cache_index`` (a scalar), or at row b's own slot ``cache_index[b]`` ((B,))."""
+  ck, cv = cache
+  k, v = k.astype(ck.dtype), v.astype(cv.dtype)
+  if jnp.ndim(cache_index) == 0:
+    start = (0, 0, cache_index, 0)
+    return (jax.lax.dynamic_update_slice(ck, _heads_major(k), start),
+            jax.lax.dynamic_update_slice(cv, _heads_major(v), start))
+  rows = jnp.arange(k.shape[0])[:, None]
+  cols = cache_index[:, None] + jnp.arange(k.shape[1])[None, :]
+  # Indices split by a slice: the indexed axes come first, (B, L, kv_heads, D).
+  return ck.at[rows, :, cols].set(k), cv.at[rows, :, cols].set(v)
+
+
+def _heads_major(x):
+  """(B, L, heads, D) -> (B, heads, L, D)."""
+  return jnp.transpose(x, (0, 2, 1, 3))
+
+
 def _first_slot(cache, cache_index):
   """The first query's slot when it is known at trace time (see gqa.attention)."""
   if cache is None:
@@ -139,9 +159,9 @@ class LlamaLayer(nn.Module):
     """x (B, L, H); positions (B, L); mask (B, L, S) bool over keys.
 
     Without ``cache`` the keys are this call's tokens (S = L). With ``cache``
-    = (k, v), each (B, S, kv_heads, D), this call's keys are written at slot
-    ``cache_index`` (a scalar, or one slot per row: (B,)) and attention runs
-    over the whole cache; returns the new cache too.
+    = (k, v), each (B, kv_heads, S, D) (heads-major, see ``init_cache``), this
+    call's keys are written at slot ``cache_index`` (a scalar, or one slot per
+    row: (B,)) and attention runs over the whole cache; returns the new cache too.
     """
     cfg = self.config
     batch, length, _ = x.shape
@@ -155,22 +175,24 @@ class LlamaLayer(nn.Module):
     v = dense(nkv * d, "v_proj", cfg.attention_bias)(h).reshape(batch, length, nkv, d)
     q = apply_rope(q, positions, cfg.rope_theta)
     k = apply_rope(k, positions, cfg.rope_theta)
-    new_cache = None
-    if cache is not None:
-      ck, cv = cache
-      if jnp.ndim(cache_index) == 0:     # every row writes at the same slot
-        start = (0, cache_index, 0, 0)
-        k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), start)
-        v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), start)
-      else:                              # row b writes at its own slot cache_index[b]
-        rows = jnp.arange(batch)[:, None]
-        cols = cache_index[:, None] + jnp.arange(length)[None, :]
-        k = ck.at[rows, cols].set(k.astype(ck.dtype))
-        v = cv.at[rows, cols].set(v.astype(cv.dtype))
-      new_cache = (k, v)
     # GQA: group the query heads that share one kv head instead of repeating kv.
     q = q.reshape(batch, length, nkv, nq // nkv, d)
-    attn = gqa.attention(q, k, v, mask, _first_slot(cache, cache_index), cfg.dtype)
+    new_cache = None
+    if cache is None:
+      attn = gqa.attention(q, _heads_major(k), _heads_major(v), mask, 0, cfg.dtype)
+    elif length == 1 and batch == 1:
+      # A batch-1 decode step attends to the cache as it was, without its own slot,
+      # and to its own key apart: attending to the written cache, XLA:CPU duplicated
+      # the write into the product's (batch-squeezed) operand and copied every
+      # layer's cache each step (3 of 25 ms). With more rows it is the reverse: this
+      # order makes XLA:CPU copy the caches (a step at batch 32: 125 -> 170 ms).
+      own = tuple(_heads_major(x).astype(c.dtype) for x, c in zip((k, v), cache))
+      own_slot = jnp.arange(cache[0].shape[2]) == cache_index                # (S,)
+      attn = gqa.decode_step(q, cache, own, mask & ~own_slot, cfg.dtype)
+      new_cache = _write(cache, k, v, cache_index)
+    else:
+      new_cache = _write(cache, k, v, cache_index)
+      attn = gqa.attention(q, *new_cache, mask, _first_slot(cache, cache_index), cfg.dtype)
     attn = attn.reshape(batch, length, nq * d)
     x = x + dense(cfg.hidden_size, "o_proj")(attn)
     h = RMSNorm(cfg.rms_norm_eps, cfg.dtype, cfg.weights_dtype, name="post_attention_norm")(x)
@@ -244,20 +266,26 @@ class LlamaDecoder(nn.Module):
     positions, mask = positions_from_mask(full_mask), causal_mask(full_mask)
     prompt_pos, prompt_keys = first(positions[:, :plen]), first(mask[:, :plen, :plen])
     xp, xc = self.embed(first(prompt_ids)), self.embed(completion_ids)
-    kv_shape = lambda rows, length: (rows, length, cfg.num_kv_heads, cfg.head_dim)
+    kv_shape = lambda rows, length: (rows, cfg.num_kv_heads, length, cfg.head_dim)
     for i in range(cfg.num_layers):
       layer = getattr(self, f"layer_{i}")
       empty = (jnp.zeros(kv_shape(batch // group, plen), cfg.dtype),) * 2
       xp, prompt_cache = layer(xp, prompt_pos, prompt_keys, empty, 0)
       room = jnp.zeros(kv_shape(batch, tlen), cfg.dtype)
-      cache = tuple(jnp.concatenate([shared(c), room], 1) for c in prompt_cache)
+      cache = tuple(jnp.concatenate([shared(c), room], 2) for c in prompt_cache)
       xc, _ = layer(xc, positions[:, plen:], mask[:, plen:], cache, plen)
     return self.norm(jnp.concatenate([shared(xp[:, -1:]), xc[:, :tlen - 1]], 1))
 
   def project(self, hidden):
     """Final-normed hidden (..., H) -> logits (..., V) in float32."""
     if self.config.tie_embeddings:
-      return self.embed_tokens.attend(hidden).astype(jnp.float32)
+      # hidden x table^T as one product contracting H of both: Embed.attend's
+      # table.T made XLA:CPU copy the transposed table inside a batch-1 decode step
+      # (SmolLM2's 49,152 x 576 head: 4.6 -> 3.6 ms, probe).
+      table = self.embed_tokens.embedding.astype(self.config.dtype)
+      return jax.lax.dot_general(hidden.astype(self.config.dtype), table,
+                                 (((hidden.ndim - 1,), (1,)), ((), ())),
+                                 preferred_element_type=jnp.float32)
     return self.lm_head(hidden).astype(jnp.float32)
 
   def __call__(self, input_ids, attention_mask):
@@ -279,8 +307,16 @@ class LlamaDecoder(nn.Module):
 
 
 def init_cache(config: LlamaConfig, batch: int, length: int, dtype=None):
-  """Zero KV cache: per layer (k, v), each (B, S, kv_heads, head_dim)."""
-  shape = (batch, length, config.num_kv_heads, config.head_dim)
+  """Zero KV cache: per layer (k, v), each (B, kv_heads, S, head_dim).
+
+  Heads-major, so that attention's products batch over (row, kv head) with the
+  slots contiguous and no copy of the keys: the prefill's blocks read the cache
+  as it lies, and a decode step runs two batched products a layer where a
+  (B, S, kv_heads, D) cache needed either a transposed copy of it (73 ms of a
+  113 ms float32 step at batch 32, probe) or a multiply-and-sum that, in
+  bfloat16, converted the whole cache to float32 every step.
+  """
+  shape = (batch, config.num_kv_heads, length, config.head_dim)
   dtype = dtype or config.dtype
   return tuple((jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
                for _ in range(config.num_layers))

@@ -17,7 +17,7 @@ def _causal_inputs(length, first_slot, slots, pads, seed=0, dtype=jnp.float32):
   rng = np.random.default_rng(seed)
   batch = len(pads)
   q = jnp.asarray(rng.standard_normal((batch, length, 2, 3, 8)), dtype)
-  k, v = (jnp.asarray(rng.standard_normal((batch, slots, 2, 8)), dtype) for _ in range(2))
+  k, v = (jnp.asarray(rng.standard_normal((batch, 2, slots, 8)), dtype) for _ in range(2))
   query_slot = first_slot + np.arange(length)
   key_ok = np.arange(slots)[None, :] >= np.asarray(pads)[:, None]
   mask = (np.arange(slots)[None, None, :] <= query_slot[None, :, None]) & key_ok[:, None, :]
@@ -107,15 +107,23 @@ def _prefix_mask(queries, slots):
 
 
 @pytest.mark.parametrize("dtype,atol", [(jnp.float32, 1e-5), (jnp.bfloat16, 0.02)])
-def test_a_decode_steps_multiply_and_sum_equals_the_product(dtype, atol):
-  """One query per row over a cache whose rows see different slots."""
+def test_a_decode_step_equals_the_reference_attention(dtype, atol):
+  """One query per row over a cache whose rows see different slots, against
+  softmax(q k^T / sqrt(D)) v in float64 with each query head's own kv head."""
   rng = np.random.default_rng(2)
   q = jnp.asarray(rng.standard_normal((3, 1, 2, 3, 8)), dtype)
-  k, v = (jnp.asarray(rng.standard_normal((3, 40, 2, 8)), dtype) for _ in range(2))
+  k, v = (jnp.asarray(rng.standard_normal((3, 2, 40, 8)), dtype) for _ in range(2))
   seen = np.arange(40)[None, :] < np.array([[40], [17], [1]])
   mask = jnp.asarray(seen[:, None, :] & (np.arange(40) >= np.array([[0], [5], [0]]))[:, None])
   step = gqa.attention(q, k, v, mask, None, dtype)
   assert step.shape == q.shape and step.dtype == dtype
+  q64, k64, v64 = (np.asarray(x, np.float64) for x in (q, k, v))
+  scores = np.einsum("bkgd,bksd->bkgs", q64[:, 0], k64) / np.sqrt(8)
+  scores = np.where(np.asarray(mask)[:, :, None, :], scores, -np.inf)
+  probs = np.exp(scores - scores.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  expected = np.einsum("bkgs,bksd->bkgd", probs, v64)[:, None]
+  np.testing.assert_allclose(np.asarray(step, np.float32), expected, rtol=1e-5, atol=atol)
   np.testing.assert_allclose(np.asarray(step, np.float32),
                              np.asarray(gqa._attend(q, k, v, mask, dtype), np.float32),
                              rtol=1e-5, atol=atol)

@@ -55,6 +55,33 @@ def test_left_padding_does_not_change_real_tokens():
   chex.assert_trees_all_close(padded, alone, atol=1e-5)
 
 
+@pytest.mark.parametrize("per_row_slot", [False, True])
+def test_a_batch_1_decode_step_equals_a_row_of_a_batched_step(per_row_slot):
+  """Batch 1 attends to the cache before its write plus its own key (llama.py);
+  more rows attend to the written cache: the same hidden state and cache."""
+  module, params, ids, mask = _tiny()
+  cache = llama.init_cache(module.config, 2, 8)
+  slots = np.arange(8)
+  prompt_mask = jnp.asarray((slots[None, None, :6] <= slots[:6, None])
+                            & np.asarray(mask, bool)[:, None, :], bool)
+  prompt_mask = jnp.pad(prompt_mask, ((0, 0), (0, 0), (0, 2)))
+  _, cache = module.apply(params, ids, jnp.maximum(jnp.cumsum(mask, 1) - 1, 0), prompt_mask,
+                          cache, 0, method=module.forward_cached)
+  token = jnp.array([[21], [22]], jnp.int32)
+  step_mask = jnp.asarray(np.asarray(jnp.pad(mask, ((0, 0), (0, 2))), bool)
+                          | (slots == 6))[:, None, :] & (slots <= 6)
+  index = (lambda rows: jnp.full((rows,), 6)) if per_row_slot else (lambda rows: 6)
+  step = lambda rows: module.apply(params, token[rows], jnp.array([[6], [3]])[rows],
+                                   step_mask[rows], jax.tree.map(lambda c: c[rows], cache),
+                                   index(len(range(2)[rows])), method=module.forward_cached)
+  both, both_cache = step(slice(0, 2))
+  for row in (0, 1):
+    alone, alone_cache = step(slice(row, row + 1))
+    np.testing.assert_allclose(alone[0], both[row], rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(alone_cache), jax.tree.leaves(both_cache)):
+      np.testing.assert_allclose(a[0], b[row], rtol=1e-6, atol=1e-6)
+
+
 def test_untied_head_and_qkv_bias():
   cfg = llama.LlamaConfig.tiny().replace(tie_embeddings=False, attention_bias=True)
   module, params, ids, mask = _tiny(cfg)
