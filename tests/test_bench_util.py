@@ -64,3 +64,16 @@ def test_the_cpu_record_tells_cpu_generations_apart():
   family, model = record["family_model"].split("/")
   assert family.isdigit() and model.isdigit(), record
   assert set(record["bf16_units"]) <= {"avx512_bf16", "amx_bf16"}
+
+
+def test_generator_before_after_refuses_a_folder_without_the_package(tmp_path):
+  """Bad input is named with its fix before any model loads."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  script = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "benchmarks" / \
+      "generator_before_after.py"
+  proc = subprocess.run([sys.executable, str(script), f"--before={tmp_path}", "--after=."],
+                        capture_output=True, text=True, timeout=60,
+                        cwd=pathlib.Path(__file__).resolve().parents[1])
+  assert proc.returncode == 2
+  assert f"--before={tmp_path}: no optimas_jax/ package there" in proc.stderr
+  assert "git worktree add" in proc.stderr

@@ -102,7 +102,7 @@ def _decode(module, steps, width, span, params, cache, last, length, index, key_
   key is folded with it). Returns (steps, width) tokens, log-probs, and the cache.
   """
   cols = jnp.arange(span)
-  part = jax.tree.map(lambda c: c[:width, :, :span], cache)
+  part = tuple(llama.cache_slots(kv, span, width) for kv in cache)
   keys = jax.random.wrap_key_data(key_data)
 
   def one(carry, j):

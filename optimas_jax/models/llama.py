@@ -128,18 +128,50 @@ def _write(cache, k, v, cache_index):
   ck, cv = cache
   k, v = k.astype(ck.dtype), v.astype(cv.dtype)
   if jnp.ndim(cache_index) == 0:
-    start = (0, 0, cache_index, 0)
-    return (jax.lax.dynamic_update_slice(ck, _heads_major(k), start),
-            jax.lax.dynamic_update_slice(cv, _heads_major(v), start))
+    at = lambda axis: tuple(cache_index if a == axis else 0 for a in range(4))
+    key_axis, value_axis = slot_axes(ck.dtype)
+    return (_update(ck, _keys_major(k), at(key_axis)),
+            _update(cv, _heads_major(v), at(value_axis)))
   rows = jnp.arange(k.shape[0])[:, None]
   cols = cache_index[:, None] + jnp.arange(k.shape[1])[None, :]
-  # Indices split by a slice: the indexed axes come first, (B, L, kv_heads, D).
-  return ck.at[rows, :, cols].set(k), cv.at[rows, :, cols].set(v)
+  # Indices split by slices: the indexed axes come first, (B, L, kv_heads, D).
+  new_k = (ck.at[rows, :, :, cols] if gqa.keys_slot_last(ck.dtype) else ck.at[rows, :, cols]).set(k)
+  return new_k, cv.at[rows, :, cols].set(v)
+
+
+def _update(cache, update, start):
+  """dynamic_update_slice of a cache, in place. A bfloat16 one is written as its
+  bits: XLA:CPU ran a bfloat16 update (whose new values came from float32) in
+  float32, converting the whole cache and back every decode step."""
+  if jnp.dtype(cache.dtype).itemsize != 2:
+    return jax.lax.dynamic_update_slice(cache, update, start)
+  bits = lambda x: jax.lax.bitcast_convert_type(x, jnp.uint16)
+  # The barrier keeps the update the root of its fusion (in place).
+  new = jax.lax.optimization_barrier(jax.lax.dynamic_update_slice(bits(cache), bits(update),
+                                                                   start))
+  return jax.lax.bitcast_convert_type(new, cache.dtype)
 
 
 def _heads_major(x):
   """(B, L, heads, D) -> (B, heads, L, D)."""
   return jnp.transpose(x, (0, 2, 1, 3))
+
+
+def _keys_major(k):
+  """Keys (B, L, heads, D) in the cache's layout for their dtype (gqa.keys_slot_last)."""
+  return jnp.transpose(k, (0, 2, 3, 1) if gqa.keys_slot_last(k.dtype) else (0, 2, 1, 3))
+
+
+def slot_axes(dtype):
+  """The slot axes of a cached (keys, values) pair of ``dtype``."""
+  return (3 if gqa.keys_slot_last(dtype) else 2), 2
+
+
+def cache_slots(kv, stop: int, rows: int | None = None):
+  """A cached (keys, values) pair's first ``stop`` slots (and first ``rows`` rows)."""
+  return tuple(jax.lax.slice_in_dim(jax.lax.slice_in_dim(c, 0, stop, axis=axis), 0,
+                                    c.shape[0] if rows is None else rows, axis=0)
+               for c, axis in zip(kv, slot_axes(kv[0].dtype)))
 
 
 def _first_slot(cache, cache_index):
@@ -159,7 +191,7 @@ class LlamaLayer(nn.Module):
     """x (B, L, H); positions (B, L); mask (B, L, S) bool over keys.
 
     Without ``cache`` the keys are this call's tokens (S = L). With ``cache``
-    = (k, v), each (B, kv_heads, S, D) (heads-major, see ``init_cache``), this
+    = (keys, values), laid out as ``init_cache`` says, this
     call's keys are written at slot ``cache_index`` (a scalar, or one slot per
     row: (B,)) and attention runs over the whole cache; returns the new cache too.
     """
@@ -179,15 +211,15 @@ class LlamaLayer(nn.Module):
     q = q.reshape(batch, length, nkv, nq // nkv, d)
     new_cache = None
     if cache is None:
-      attn = gqa.attention(q, _heads_major(k), _heads_major(v), mask, 0, cfg.dtype)
+      attn = gqa.attention(q, _keys_major(k), _heads_major(v), mask, 0, cfg.dtype)
     elif length == 1 and batch == 1:
       # A batch-1 decode step attends to the cache as it was, without its own slot,
       # and to its own key apart: attending to the written cache, XLA:CPU duplicated
       # the write into the product's (batch-squeezed) operand and copied every
       # layer's cache each step (3 of 25 ms). With more rows it is the reverse: this
       # order makes XLA:CPU copy the caches (a step at batch 32: 125 -> 170 ms).
-      own = tuple(_heads_major(x).astype(c.dtype) for x, c in zip((k, v), cache))
-      own_slot = jnp.arange(cache[0].shape[2]) == cache_index                # (S,)
+      own = (_keys_major(k.astype(cache[0].dtype)), _heads_major(v.astype(cache[1].dtype)))
+      own_slot = jnp.arange(cache[1].shape[2]) == cache_index                # (S,)
       attn = gqa.decode_step(q, cache, own, mask & ~own_slot, cfg.dtype)
       new_cache = _write(cache, k, v, cache_index)
     else:
@@ -266,13 +298,13 @@ class LlamaDecoder(nn.Module):
     positions, mask = positions_from_mask(full_mask), causal_mask(full_mask)
     prompt_pos, prompt_keys = first(positions[:, :plen]), first(mask[:, :plen, :plen])
     xp, xc = self.embed(first(prompt_ids)), self.embed(completion_ids)
-    kv_shape = lambda rows, length: (rows, cfg.num_kv_heads, length, cfg.head_dim)
     for i in range(cfg.num_layers):
       layer = getattr(self, f"layer_{i}")
-      empty = (jnp.zeros(kv_shape(batch // group, plen), cfg.dtype),) * 2
+      empty = empty_kv(cfg, batch // group, plen)
       xp, prompt_cache = layer(xp, prompt_pos, prompt_keys, empty, 0)
-      room = jnp.zeros(kv_shape(batch, tlen), cfg.dtype)
-      cache = tuple(jnp.concatenate([shared(c), room], 2) for c in prompt_cache)
+      room = empty_kv(cfg, batch, tlen)
+      cache = tuple(jnp.concatenate([shared(c), r], axis)
+                    for c, r, axis in zip(prompt_cache, room, slot_axes(room[0].dtype)))
       xc, _ = layer(xc, positions[:, plen:], mask[:, plen:], cache, plen)
     return self.norm(jnp.concatenate([shared(xp[:, -1:]), xc[:, :tlen - 1]], 1))
 
@@ -307,16 +339,24 @@ class LlamaDecoder(nn.Module):
 
 
 def init_cache(config: LlamaConfig, batch: int, length: int, dtype=None):
-  """Zero KV cache: per layer (k, v), each (B, kv_heads, S, head_dim).
+  """Zero KV cache: per layer (keys, values), heads-major: values (B, kv_heads, S,
+  head_dim); float32 keys (B, kv_heads, head_dim, S), 2-byte keys like the values
+  (gqa.keys_slot_last).
 
-  Heads-major, so that attention's products batch over (row, kv head) with the
-  slots contiguous and no copy of the keys: the prefill's blocks read the cache
-  as it lies, and a decode step runs two batched products a layer where a
-  (B, S, kv_heads, D) cache needed either a transposed copy of it (73 ms of a
-  113 ms float32 step at batch 32, probe) or a multiply-and-sum that, in
-  bfloat16, converted the whole cache to float32 every step.
+  Heads-major, so that attention's products batch over (row, kv head) and read the
+  cache as it lies: the prefill's blocks and a decode step's two products a layer.
+  A (B, S, kv_heads, D) cache needed a transposed copy of it (73 ms of a 113 ms
+  float32 step at batch 32, probe) or a multiply-and-sum that, in bfloat16,
+  converted the cache to float32. Float32 keys put the slots last so that the
+  scores' product has both operands row-major: the 30 layers' decode attention at
+  batch 32, 320 slots: 45 -> 31 ms (probe).
   """
-  shape = (batch, config.num_kv_heads, length, config.head_dim)
+  return tuple(empty_kv(config, batch, length, dtype) for _ in range(config.num_layers))
+
+
+def empty_kv(config: LlamaConfig, batch: int, length: int, dtype=None):
+  """One layer's zero (keys, values), laid out as ``init_cache`` says."""
   dtype = dtype or config.dtype
-  return tuple((jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
-               for _ in range(config.num_layers))
+  heads, d = config.num_kv_heads, config.head_dim
+  keys = (batch, heads, d, length) if gqa.keys_slot_last(dtype) else (batch, heads, length, d)
+  return jnp.zeros(keys, dtype), jnp.zeros((batch, heads, length, d), dtype)

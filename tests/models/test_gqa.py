@@ -11,6 +11,11 @@ from optimas_jax.models import gqa, llama
 _attention = jax.jit(gqa.attention, static_argnums=(4, 5))
 
 
+def _cache_layout(k):
+  """Keys (B, KV, S, D) in the cache's layout for their dtype (gqa.keys_slot_last)."""
+  return jnp.swapaxes(k, 2, 3) if gqa.keys_slot_last(k.dtype) else k
+
+
 def _causal_inputs(length, first_slot, slots, pads, seed=0, dtype=jnp.float32):
   """q (B, L, KV=2, G=3, D=8) at slots first_slot.., k/v over ``slots``; row b has
   ``pads[b]`` hidden slots at the start (left padding) and nothing after the prompt."""
@@ -18,6 +23,7 @@ def _causal_inputs(length, first_slot, slots, pads, seed=0, dtype=jnp.float32):
   batch = len(pads)
   q = jnp.asarray(rng.standard_normal((batch, length, 2, 3, 8)), dtype)
   k, v = (jnp.asarray(rng.standard_normal((batch, 2, slots, 8)), dtype) for _ in range(2))
+  k = _cache_layout(k)
   query_slot = first_slot + np.arange(length)
   key_ok = np.arange(slots)[None, :] >= np.asarray(pads)[:, None]
   mask = (np.arange(slots)[None, None, :] <= query_slot[None, :, None]) & key_ok[:, None, :]
@@ -115,7 +121,7 @@ def test_a_decode_step_equals_the_reference_attention(dtype, atol):
   k, v = (jnp.asarray(rng.standard_normal((3, 2, 40, 8)), dtype) for _ in range(2))
   seen = np.arange(40)[None, :] < np.array([[40], [17], [1]])
   mask = jnp.asarray(seen[:, None, :] & (np.arange(40) >= np.array([[0], [5], [0]]))[:, None])
-  step = gqa.attention(q, k, v, mask, None, dtype)
+  step = gqa.attention(q, _cache_layout(k), v, mask, None, dtype)
   assert step.shape == q.shape and step.dtype == dtype
   q64, k64, v64 = (np.asarray(x, np.float64) for x in (q, k, v))
   scores = np.einsum("bkgd,bksd->bkgs", q64[:, 0], k64) / np.sqrt(8)
@@ -125,5 +131,5 @@ def test_a_decode_step_equals_the_reference_attention(dtype, atol):
   expected = np.einsum("bkgs,bksd->bkgd", probs, v64)[:, None]
   np.testing.assert_allclose(np.asarray(step, np.float32), expected, rtol=1e-5, atol=atol)
   np.testing.assert_allclose(np.asarray(step, np.float32),
-                             np.asarray(gqa._attend(q, k, v, mask, dtype), np.float32),
+                             np.asarray(gqa._attend(q, _cache_layout(k), v, mask, dtype), np.float32),
                              rtol=1e-5, atol=atol)

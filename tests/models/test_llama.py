@@ -82,6 +82,37 @@ def test_a_batch_1_decode_step_equals_a_row_of_a_batched_step(per_row_slot):
       np.testing.assert_allclose(a[0], b[row], rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("per_row_slot", [False, True])
+def test_cache_writes_put_each_rows_keys_and_values_at_their_slots(dtype, per_row_slot):
+  """Both key layouts (gqa.keys_slot_last), scalar and per-row slots, and the
+  bfloat16 write done on the bits: against the cache built by hand."""
+  cfg = llama.LlamaConfig.tiny()
+  keys, values = llama.init_cache(cfg, 2, 7, dtype)[0]
+  rng = np.random.default_rng(0)
+  k, v = (jnp.asarray(rng.standard_normal((2, 2, cfg.num_kv_heads, cfg.head_dim)), dtype)
+          for _ in range(2))
+  slots = np.array([1, 4]) if per_row_slot else np.array([3, 3])
+  new_k, new_v = jax.jit(llama._write)((keys, values), k, v,
+                                       jnp.asarray(slots) if per_row_slot else 3)
+  assert new_k.dtype == new_v.dtype == dtype
+  key_axis, value_axis = llama.slot_axes(dtype)
+  assert (key_axis == 3) == (dtype == jnp.float32) and value_axis == 2
+  # (B, S, KV, D) from either layout: the slot axis moved to second.
+  as_bskd = lambda c, axis: np.moveaxis(np.asarray(c, np.float32), axis, 1)
+  expected_k = np.zeros((2, 7, cfg.num_kv_heads, cfg.head_dim), np.float32)
+  expected_v = expected_k.copy()
+  for row, slot in enumerate(slots):
+    expected_k[row, slot:slot + 2] = np.asarray(k[row], np.float32)
+    expected_v[row, slot:slot + 2] = np.asarray(v[row], np.float32)
+  np.testing.assert_array_equal(as_bskd(new_k, key_axis), expected_k)
+  np.testing.assert_array_equal(as_bskd(new_v, value_axis), expected_v)
+  first_k, first_v = llama.cache_slots((new_k, new_v), 5, rows=1)
+  assert first_v.shape == (1, cfg.num_kv_heads, 5, cfg.head_dim)
+  np.testing.assert_array_equal(np.asarray(first_k), np.asarray(new_k)[:1, ..., :5]
+                                if key_axis == 3 else np.asarray(new_k)[:1, :, :5])
+
+
 def test_untied_head_and_qkv_bias():
   cfg = llama.LlamaConfig.tiny().replace(tie_embeddings=False, attention_bias=True)
   module, params, ids, mask = _tiny(cfg)
