@@ -38,9 +38,9 @@ MAX_BLOCKS = 8
 def keys_slot_last(dtype) -> bool:
   """Keys of ``dtype`` stored (B, KV, D, S) (True) or (B, KV, S, D).
 
-  Float32: slots last. SmolLM2's decode at batch 32 (float32, 320 slots, the
-  Generator alone): 13.6 -> 12.9 s for 64 tokens, the scores reading the keys as
-  they lie. bfloat16: slots second to last, because XLA:CPU writes a decode step's
+  Float32: slots last, so the scores read the keys as they lie. SmolLM2's Generator
+  at batch 32 (64 tokens after 256): 14.76 -> 13.95 s
+  (docs/benchmarks/generator_keys_before_after_float32.json). bfloat16: slots second to last, because XLA:CPU writes a decode step's
   key column into a (D, S) bfloat16 cache by rewriting the whole cache
   (0.6 ms a layer at batch 32, profile), a row of an (S, D) one in place.
   """
