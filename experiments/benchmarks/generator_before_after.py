@@ -57,7 +57,8 @@ def _child(args) -> None:
                            max_batch=max(batches), prompt_multiple=64)
   seconds = {}
   for batch in batches:
-    prompts = decode._prompts(backbone.tokenizer, batch, args.prompt_len)  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    prompts = decode._prompts(backbone.tokenizer, batch, args.prompt_len)
     gen.generate_ids(prompts, max_new_tokens=args.new_tokens)
     calls = []
     for _ in range(args.calls):

@@ -40,16 +40,22 @@ def keys_slot_last(dtype) -> bool:
 
   Float32: slots last, so the scores read the keys as they lie. SmolLM2's Generator
   at batch 32 (64 tokens after 256): 14.76 -> 13.95 s
-  (docs/benchmarks/generator_keys_before_after_float32.json). bfloat16: slots second to last, because XLA:CPU writes a decode step's
-  key column into a (D, S) bfloat16 cache by rewriting the whole cache
-  (0.6 ms a layer at batch 32, profile), a row of an (S, D) one in place.
+  (docs/benchmarks/generator_keys_before_after_float32.json). bfloat16: slots
+  second to last, because XLA:CPU writes a decode step's key column into a (D, S)
+  bfloat16 cache by rewriting the whole cache (0.6 ms a layer at batch 32,
+  profile), a row of an (S, D) one in place.
   """
   return jnp.dtype(dtype).itemsize >= 4
 
 
+def key_slot_axis(dtype) -> int:
+  """The slot axis of keys of ``dtype`` (values: always 2)."""
+  return 3 if keys_slot_last(dtype) else 2
+
+
 def _first_keys(k, n: int):
   """Keys ``k``'s first ``n`` slots."""
-  return k[..., :n] if keys_slot_last(k.dtype) else k[:, :, :n]
+  return jax.lax.slice_in_dim(k, 0, n, axis=key_slot_axis(k.dtype))
 
 
 def _scores(q, k):
@@ -131,8 +137,8 @@ def attention(q, k, v, mask, first_slot, dtype):
   """softmax(q k^T / sqrt(D)) v with key-value head sharing.
 
   q (B, L, KV, G, D): the G query heads of each key-value head; keys k (see
-  `keys_slot_last`) and values v (B, KV, S, D); mask (B, L, S) bool, the slots each query sees. ``first_slot``:
-  the slot of the first query when it is a Python int and query i, at slot
+  `keys_slot_last`) and values v (B, KV, S, D); mask (B, L, S) bool, the slots
+  each query sees. ``first_slot``: the slot of the first query when it is a Python int and query i, at slot
   first_slot + i, sees no slot after its own (a causal prompt, with or without
   a cache before it); then the queries run in blocks. None (slots known only at
   run time): one product. One query (a decode step): two small batched products.
@@ -150,6 +156,6 @@ def attention(q, k, v, mask, first_slot, dtype):
   for start in range(0, length, block):
     stop = min(length, start + block)
     keys = min(visible, first_slot + stop)
-    outs.append(_attend_block(q[:, :, :, start:stop], _first_keys(k, keys), v[:, :, :keys],
-                              mask[:, start:stop, :keys], dtype))
+    outs.append(_attend_block(q[:, :, :, start:stop], _first_keys(k, keys),
+                              v[:, :, :keys], mask[:, start:stop, :keys], dtype))
   return jnp.transpose(jnp.concatenate(outs, 3), (0, 3, 1, 2, 4))

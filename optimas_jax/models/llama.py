@@ -135,8 +135,8 @@ def _write(cache, k, v, cache_index):
   rows = jnp.arange(k.shape[0])[:, None]
   cols = cache_index[:, None] + jnp.arange(k.shape[1])[None, :]
   # Indices split by slices: the indexed axes come first, (B, L, kv_heads, D).
-  new_k = (ck.at[rows, :, :, cols] if gqa.keys_slot_last(ck.dtype) else ck.at[rows, :, cols]).set(k)
-  return new_k, cv.at[rows, :, cols].set(v)
+  at_k = ck.at[rows, :, :, cols] if gqa.keys_slot_last(ck.dtype) else ck.at[rows, :, cols]
+  return at_k.set(k), cv.at[rows, :, cols].set(v)
 
 
 def _update(cache, update, start):
@@ -164,7 +164,7 @@ def _keys_major(k):
 
 def slot_axes(dtype):
   """The slot axes of a cached (keys, values) pair of ``dtype``."""
-  return (3 if gqa.keys_slot_last(dtype) else 2), 2
+  return gqa.key_slot_axis(dtype), 2
 
 
 def cache_slots(kv, stop: int, rows: int | None = None):
