@@ -20,6 +20,8 @@ def test_device_checks_run_at_tiny_shapes(tmp_path):
   result = json.loads(out.read_text())
   for section in ("lrf_step", "rl_step", "rl_update", "consistency"):
     assert "error" not in result[section], result[section]
+    assert len(result[section + "_loadavg_after"]) == 3      # the host's load, recorded
+  assert result["cpu_count"] == os.cpu_count() and len(result["loadavg_start"]) == 3
   lrf = result["lrf_step"]
   assert lrf["rows"] == 8 and lrf["tokens_per_s"] > 0 and 0 < lrf["mfu"] < 1
   assert lrf["model_flops"] > 6 * lrf["matmul_params"] * 8 * 32 and "6 N" in lrf["mfu_formula"]

@@ -335,7 +335,9 @@ def main(argv=None) -> None:
   start = time.time()
   result = {"jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
             "device_kind": jax.devices()[0].device_kind, "python": platform.python_version(),
-            "scale": args.scale, "sizes": SIZES[args.scale], "shape": SHAPES[args.scale]}
+            "scale": args.scale, "sizes": SIZES[args.scale], "shape": SHAPES[args.scale],
+            # The host's load, so that a run on a busy machine can be told apart.
+            "cpu_count": os.cpu_count(), "loadavg_start": util.loadavg()}
   sections = {"lrf_step": lambda: lrf_step(args.scale, SIZES[args.scale]),
               "rl_step": lambda: rl_step(args.scale, SIZES[args.scale]),
               "decode": lambda: decode(args.scale, SIZES[args.scale]),
@@ -350,6 +352,7 @@ def main(argv=None) -> None:
     except Exception as e:  # pylint: disable=broad-except  (one failed section, the rest still run)
       result[name] = {"error": f"{type(e).__name__}: {e}"[:2000]}
     result[name + "_wall_s"] = time.time() - t0
+    result[name + "_loadavg_after"] = util.loadavg()
     print(json.dumps({name: result[name]}), flush=True)
   util.emit(result, args.out, indent=2)
 
