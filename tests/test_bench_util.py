@@ -77,3 +77,19 @@ def test_generator_before_after_refuses_a_folder_without_the_package(tmp_path):
   assert proc.returncode == 2
   assert f"--before={tmp_path}: no optimas_jax/ package there" in proc.stderr
   assert "git worktree add" in proc.stderr
+
+
+def test_model_flop_counts_match_a_hand_count():
+  """One layer, hidden 4, one head of 4, intermediate 8, vocab 10: 160 layer weights."""
+  import argparse  # pylint: disable=import-outside-toplevel
+  cfg = argparse.Namespace(hidden_size=4, num_layers=1, num_heads=1, num_kv_heads=1,
+                           head_dim=4, intermediate_size=8, vocab_size=10)
+  # 3 tokens: products 2 x 160 x 3 = 960, attention 4 x (1+2+3) x 4 = 96, head 2 x 2 x 40.
+  assert util.llama_forward_flops(cfg, 1, 3, 2) == 960 + 96 + 160
+  # Generating 2 tokens after a 2-token prompt feeds 3 tokens, 2 logit positions; 2 rows.
+  assert util.decode_flops(cfg, 2, 2, 2) == 2 * (960 + 96 + 160)
+  # The GRPO step over 4 tokens: forward 1280 + 160 + 160 = 1600 (reference and policy),
+  # backward 1280 + 2 x 160 + 160 = 1760, sampling 1216.
+  flops = util.grpo_lora_step_flops(cfg, 1, 2, 2)
+  assert flops == {"sampling": 1216, "reference_forward": 1600, "policy_forward": 1600,
+                   "policy_backward": 1760, "total": 1216 + 1600 + 1600 + 1760}

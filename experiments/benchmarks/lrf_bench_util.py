@@ -299,19 +299,50 @@ def bert_flops_per_text(hidden: int, intermediate: int, layers: int, tokens: int
   return per_token * tokens * layers * (3 if train else 1)
 
 
-def decode_flops(cfg, batch: int, prompt_len: int, new_tokens: int) -> float:
-  """Model FLOPs of generating `new_tokens` for `batch` prompts of `prompt_len` tokens
-  with a Llama-family config (`cfg`: hidden_size, num_layers, num_heads, num_kv_heads,
-  head_dim, intermediate_size, vocab_size): 2 per layer weight per token processed,
-  attention's two products over the tokens before it, the LM head once per new token."""
+def _llama_parts(cfg, tokens: int) -> tuple[float, float]:
+  """(products with the layers' weights, attention's two products) in FLOPs for one row
+  of `tokens` causal tokens through a Llama-family config's layers."""
   h, d = cfg.hidden_size, cfg.head_dim
   layer_weights = (h * cfg.num_heads * d + 2 * h * cfg.num_kv_heads * d
                    + cfg.num_heads * d * h + 3 * h * cfg.intermediate_size)
-  total = 0.0
-  for position in range(prompt_len + new_tokens - 1):   # the last new token is not fed
-    total += cfg.num_layers * (2 * layer_weights + 4 * (position + 1) * cfg.num_heads * d)
-  total += new_tokens * 2 * h * cfg.vocab_size
-  return total * batch
+  dense = cfg.num_layers * 2 * layer_weights * tokens
+  attention = sum(cfg.num_layers * 4 * (position + 1) * cfg.num_heads * d
+                  for position in range(tokens))
+  return float(dense), float(attention)
+
+
+def llama_forward_flops(cfg, batch: int, tokens: int, logit_positions: int) -> float:
+  """Model FLOPs of one forward pass of `batch` rows of `tokens` causal tokens with a
+  Llama-family config (`cfg`: hidden_size, num_layers, num_heads, num_kv_heads,
+  head_dim, intermediate_size, vocab_size): 2 per layer weight per token, attention's
+  two products over the tokens before each, the LM head at `logit_positions` a row."""
+  dense, attention = _llama_parts(cfg, tokens)
+  return (dense + attention + logit_positions * 2 * cfg.hidden_size * cfg.vocab_size) * batch
+
+
+def decode_flops(cfg, batch: int, prompt_len: int, new_tokens: int) -> float:
+  """Model FLOPs of generating `new_tokens` for `batch` prompts of `prompt_len` tokens:
+  the forward pass over every token fed (the last new token is not), the LM head once
+  per new token (`llama_forward_flops`)."""
+  return llama_forward_flops(cfg, batch, prompt_len + new_tokens - 1, new_tokens)
+
+
+def grpo_lora_step_flops(cfg, rows: int, prompt_len: int, new_tokens: int) -> dict:
+  """Model FLOPs of one GRPO step with LoRA over a frozen base, every row running its own
+  prompt (TRL's work): sampling (`decode_flops`), the reference pass (a forward over
+  prompt + completion, logits at the completion's positions) and the policy's forward
+  + backward. The frozen base's backward forms the activations' gradients only (one
+  product per weight product of the forward: no weight gradient) and attention's two
+  products per forward product; the rank-r adapters' products are not counted."""
+  tokens = prompt_len + new_tokens
+  forward = llama_forward_flops(cfg, rows, tokens, new_tokens)
+  dense, attention = _llama_parts(cfg, tokens)
+  head = new_tokens * 2 * cfg.hidden_size * cfg.vocab_size
+  backward = (dense + 2 * attention + head) * rows
+  parts = {"sampling": decode_flops(cfg, rows, prompt_len, new_tokens),
+           "reference_forward": forward, "policy_forward": forward,
+           "policy_backward": backward}
+  return {**parts, "total": sum(parts.values())}
 
 
 def load_record(before: list[float], after: list[float]) -> dict:

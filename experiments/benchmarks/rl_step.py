@@ -26,8 +26,10 @@ a third process first writes the shared inputs (HF model folder, prompts).
 Both sides' step is a wall clock around the whole step (TRL: its step callbacks;
 JAX: the call, which returns host stats), and the JAX trainer's own clock
 must agree with it. Prints one JSON object: median step seconds after --warmup steps, tokens/s
-(generated tokens / step time), each child's peak RSS, and the ratio TRL
-seconds / JAX seconds for each JAX side. Each side runs --rounds times, interleaved (J, F, T,
+(generated tokens / step time), each child's peak RSS, the ratio TRL
+seconds / JAX seconds for each JAX side, and XLA:CPU's float32 matmul peak measured in
+the run with each side's share of it (the step's model FLOPs as TRL runs it,
+lrf_bench_util.grpo_lora_step_flops). Each side runs --rounds times, interleaved (J, F, T,
 J, F, T, ...), with the load average before and after each process and the same
 thread count on both sides (--threads); the result is quotable only without
 a loaded run.
@@ -346,6 +348,32 @@ def child(args: list[str], spec_path: str, env: dict | None = None,
   return out
 
 
+def model_config(hf_dir: str):
+  """The Llama config's sizes from the HF folder the prepare step wrote."""
+  cfg = json.loads((pathlib.Path(hf_dir) / "config.json").read_text())
+  return argparse.Namespace(
+      hidden_size=cfg["hidden_size"], num_layers=cfg["num_hidden_layers"],
+      num_heads=cfg["num_attention_heads"], num_kv_heads=cfg["num_key_value_heads"],
+      head_dim=cfg["head_dim"], intermediate_size=cfg["intermediate_size"],
+      vocab_size=cfg["vocab_size"])
+
+
+def peak_shares(result: dict, llama_cfg, args) -> dict:
+  """Each side's model FLOPs of TRL's work (util.grpo_lora_step_flops) per median step
+  second, over the run's float32 matmul peak. The `jax` side does less work than that
+  count (a group's prompt runs once), so its figure is an effective rate, not a share."""
+  flops = util.grpo_lora_step_flops(llama_cfg, args.prompts * args.group_size,
+                                    args.prompt_len, args.new_tokens)
+  peak = result["matmul_peak"]["float32_gflops"]
+  shares = {name: round(flops["total"] / result[name]["step_seconds"]["median"] / 1e9 / peak, 3)
+            for name in ("jax", "jax_full", "trl") if name in result}
+  return {"label": "model FLOPs of the step as TRL runs it (util.grpo_lora_step_flops: "
+                   "sampling, reference forward, policy forward + backward of a frozen base; "
+                   "every row its own prompt) / median step seconds / this run's float32 "
+                   "matmul peak; jax does less work than counted (an effective rate)",
+          "model_flops": {k: round(v) for k, v in flops.items()}, **shares}
+
+
 def main(argv=None) -> None:
   args = parse(argv)
   if args.side:
@@ -365,6 +393,7 @@ def main(argv=None) -> None:
     spec.update(child([__file__, "--side=prepare"], str(spec_path)))
     spec.pop("process_seconds")
     spec_path.write_text(json.dumps(spec))
+    llama_cfg = model_config(spec["hf_dir"])    # read before the folder goes
     result = dict(
         benchmark="one GRPO step: sampling + reference pass + forward/backward + AdamW",
         like_for_like=(f"{args.prompts} prompts x {args.group_size} samples x exactly "
@@ -378,6 +407,7 @@ def main(argv=None) -> None:
                      cpu=util.cpu(), loadavg_at_start=loadavg()))
     commands = {"jax": [__file__, "--side=jax"], "jax_full": [__file__, "--side=jax_full"],
                 "trl": [str(HERE / "rl_step_trl.py")]}
+    result["matmul_peak"] = util.matmul_peak(args.threads)   # on the same cores, in this run
     cache_root = os.path.expanduser("~/.cache/optimas_jax/bench")
     os.makedirs(cache_root, exist_ok=True)
     runs = {name: [] for name in sides}
@@ -406,6 +436,8 @@ def main(argv=None) -> None:
       result[f"trl_over_{name}_label"] = (
           f"TRL GRPOTrainer median step seconds / optimas_jax RLTrainer ({label}) median step "
           "seconds, medians over the interleaved processes; > 1: JAX faster")
+  if "matmul_peak" in result:
+    result["share_of_float32_peak"] = peak_shares(result, llama_cfg, args)
   result["machine"]["loadavg_at_end"] = loadavg()
   text = json.dumps(result, indent=1)
   print(text)
