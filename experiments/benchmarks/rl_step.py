@@ -436,8 +436,7 @@ def main(argv=None) -> None:
       result[f"trl_over_{name}_label"] = (
           f"TRL GRPOTrainer median step seconds / optimas_jax RLTrainer ({label}) median step "
           "seconds, medians over the interleaved processes; > 1: JAX faster")
-  if "matmul_peak" in result:
-    result["share_of_float32_peak"] = peak_shares(result, llama_cfg, args)
+  result["share_of_float32_peak"] = peak_shares(result, llama_cfg, args)
   result["machine"]["loadavg_at_end"] = loadavg()
   text = json.dumps(result, indent=1)
   print(text)
